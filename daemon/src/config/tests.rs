@@ -1,0 +1,362 @@
+//! Merging and validation, against real files in a temporary root.
+
+use super::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+struct Root {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+}
+
+impl Root {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        Self { _dir: dir, paths }
+    }
+
+    fn write(&self, path: &str, text: &str, mode: u32) -> PathBuf {
+        let p = self.paths.at(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// The shipped defaults plus a minimal valid join fragment.
+    fn valid() -> Self {
+        let root = Self::new();
+        root.write(
+            "/usr/lib/kube-join-agent/config.d/10-defaults.toml",
+            include_str!("../../../config/config.toml"),
+            0o644,
+        );
+        root.write(
+            "/etc/kube-join-agent/token",
+            "abcdef.0123456789abcdef\n",
+            0o600,
+        );
+        root.write(
+            "/etc/kube-join-agent/config.d/50-join.toml",
+            &format!(
+                "[join]\napi_server = \"10.0.0.10:6443\"\ntoken_file = \"/etc/kube-join-agent/token\"\nca_cert_hashes = [\"{PIN}\"]\nnode_name = \"worker-1\"\n"
+            ),
+            0o644,
+        );
+        root
+    }
+
+    fn load(&self) -> Result<Settings, ConfigError> {
+        load(&self.paths)
+    }
+}
+
+#[test]
+fn shipped_defaults_plus_join_fragment_is_valid() {
+    let s = Root::valid().load().unwrap();
+    assert_eq!(
+        s.join.api_server,
+        Endpoint {
+            host: "10.0.0.10".into(),
+            port: 6443
+        }
+    );
+    assert_eq!(s.join.token.id(), "abcdef");
+    assert_eq!(s.join.ca_pins, vec![CaPin(PIN.into())]);
+    assert_eq!(s.join.node_name, "worker-1");
+    assert_eq!(s.retry.max_attempts, 5);
+    assert_eq!(s.timeouts.join_phase, Duration::from_secs(600));
+    assert_eq!(
+        s.containerd_socket,
+        PathBuf::from("/run/containerd/containerd.sock")
+    );
+    assert_eq!(s.kubelet_unit, "kubelet.service");
+    assert_eq!(s.files.len(), 2);
+}
+
+#[test]
+fn later_files_win_in_name_order_across_layers() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/90-late.toml",
+        "[retry]\nmax_attempts = 9\n",
+        0o644,
+    );
+    root.write(
+        "/etc/kube-join-agent/config.d/60-mid.toml",
+        "[retry]\nmax_attempts = 7\ninitial_backoff = \"1s\"\n",
+        0o644,
+    );
+    // /etc/kube-join-agent/config.toml comes before config.d, after /usr/lib and /run.
+    root.write(
+        "/etc/kube-join-agent/config.toml",
+        "[retry]\nmax_attempts = 3\nmax_backoff = \"2s\"\n",
+        0o644,
+    );
+    root.write(
+        "/run/kube-join-agent/config.d/50-run.toml",
+        "[retry]\nmax_backoff = \"1h\"\n",
+        0o644,
+    );
+    let s = root.load().unwrap();
+    assert_eq!(s.retry.max_attempts, 9);
+    assert_eq!(s.retry.initial_backoff, Duration::from_secs(1));
+    assert_eq!(s.retry.max_backoff, Duration::from_secs(2));
+}
+
+#[test]
+fn non_toml_files_are_ignored() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/99-broken.toml.bak",
+        "this is not toml",
+        0o644,
+    );
+    assert!(root.load().is_ok());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let root = Root::valid();
+    let f = root.write(
+        "/etc/kube-join-agent/config.d/70-typo.toml",
+        "[join]\n\napi_sever = \"x:1\"\n",
+        0o644,
+    );
+    let e = root.load().unwrap_err();
+    assert_eq!(e.file.as_deref(), Some(f.as_path()));
+    assert_eq!(e.key, "line 3");
+    assert!(e.reason.contains("unknown field `api_sever`"), "{e}");
+}
+
+#[test]
+fn unknown_section_is_an_error() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/70-x.toml",
+        "[joinn]\n",
+        0o644,
+    );
+    assert!(
+        root.load()
+            .unwrap_err()
+            .reason
+            .contains("unknown field `joinn`")
+    );
+}
+
+#[test]
+fn wrong_type_is_an_error() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/70-x.toml",
+        "[retry]\nmax_attempts = \"five\"\n",
+        0o644,
+    );
+    let e = root.load().unwrap_err();
+    assert!(e.reason.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_file() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[join]\napi_server = \"10.0.0.10\"\n",
+            "join.api_server",
+            "host:port",
+        ),
+        (
+            "[join]\napi_server = \"10.0.0.10:0\"\n",
+            "join.api_server",
+            "port",
+        ),
+        (
+            "[join]\napi_server = \"fd00::1:6443\"\n",
+            "join.api_server",
+            "brackets",
+        ),
+        (
+            "[join]\nca_cert_hashes = [\"md5:abc\"]\n",
+            "join.ca_cert_hashes[0]",
+            "sha256",
+        ),
+        (
+            "[join]\nca_cert_hashes = [\"sha256:abc\"]\n",
+            "join.ca_cert_hashes[0]",
+            "64 hex",
+        ),
+        (
+            "[join]\nnode_name = \"Worker_1\"\n",
+            "join.node_name",
+            "DNS-1123",
+        ),
+        (
+            "[retry]\nmax_attempts = 0\n",
+            "retry.max_attempts",
+            "out of range",
+        ),
+        (
+            "[retry]\ninitial_backoff = \"soon\"\n",
+            "retry.initial_backoff",
+            "not a duration",
+        ),
+        (
+            "[retry]\ninitial_backoff = \"10m\"\n",
+            "retry.initial_backoff",
+            "longer than retry.max_backoff",
+        ),
+        (
+            "[timeouts]\nno_progress = \"0s\"\n",
+            "timeouts.no_progress",
+            "greater than zero",
+        ),
+        (
+            "[containerd]\nsocket = \"run/containerd.sock\"\n",
+            "containerd.socket",
+            "absolute",
+        ),
+        (
+            "[kubelet]\nunit = \"kubelet\"\n",
+            "kubelet.unit",
+            "service unit",
+        ),
+        (
+            "[preflight]\nwarn_only = [\"swapp\"]\n",
+            "preflight.warn_only",
+            "unknown check",
+        ),
+        (
+            "[join]\ntoken_file = \"token\"\n",
+            "join.token_file",
+            "absolute",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let root = Root::valid();
+        let f = root.write("/etc/kube-join-agent/config.d/70-bad.toml", text, 0o644);
+        let e = root.load().unwrap_err();
+        assert_eq!(e.key, *key, "for {text:?}: {e}");
+        assert!(e.reason.contains(reason), "for {text:?}: {e}");
+        assert_eq!(e.file.as_deref(), Some(f.as_path()), "for {text:?}");
+    }
+}
+
+#[test]
+fn missing_required_keys_say_what_to_set() {
+    let root = Root::new();
+    let e = root.load().unwrap_err();
+    assert_eq!(e.key, "join.api_server");
+
+    let root = Root::new();
+    root.write(
+        "/etc/kube-join-agent/config.toml",
+        "[join]\napi_server = \"cp:6443\"\n",
+        0o644,
+    );
+    assert_eq!(root.load().unwrap_err().key, "join.token_file");
+
+    let root = Root::new();
+    root.write(
+        "/etc/kube-join-agent/token",
+        "abcdef.0123456789abcdef",
+        0o600,
+    );
+    root.write(
+        "/etc/kube-join-agent/config.toml",
+        "[join]\napi_server = \"cp:6443\"\ntoken_file = \"/etc/kube-join-agent/token\"\n",
+        0o644,
+    );
+    let e = root.load().unwrap_err();
+    assert_eq!(e.key, "join.ca_cert_hashes");
+    assert!(e.reason.contains("unsafe_skip_ca_verification"));
+}
+
+#[test]
+fn unsafe_skip_allows_no_pins() {
+    let root = Root::new();
+    root.write(
+        "/etc/kube-join-agent/token",
+        "abcdef.0123456789abcdef",
+        0o600,
+    );
+    root.write(
+        "/etc/kube-join-agent/config.toml",
+        "[join]\napi_server = \"cp:6443\"\ntoken_file = \"/etc/kube-join-agent/token\"\nunsafe_skip_ca_verification = true\nnode_name = \"n1\"\n",
+        0o644,
+    );
+    let s = root.load().unwrap();
+    assert!(s.join.unsafe_skip_ca_verification && s.join.ca_pins.is_empty());
+}
+
+#[test]
+fn token_file_readable_by_others_is_refused_without_leaking_it() {
+    let root = Root::valid();
+    let token = root.paths.at("/etc/kube-join-agent/token");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    let e = root.load().unwrap_err();
+    assert_eq!(e.file.as_deref(), Some(token.as_path()));
+    assert!(
+        e.reason.contains("mode 0644") && e.reason.contains("chmod 600"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("0123456789abcdef"));
+}
+
+#[test]
+fn malformed_token_file_is_refused_without_leaking_it() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/token",
+        "abcdef:0123456789abcdef",
+        0o600,
+    );
+    let e = root.load().unwrap_err();
+    assert_eq!(e.key, "join.token_file");
+    assert!(!e.to_string().contains("0123456789abcdef"));
+}
+
+#[test]
+fn inline_token_needs_a_private_fragment() {
+    let root = Root::valid();
+    let f = root.write(
+        "/etc/kube-join-agent/config.d/80-token.toml",
+        "[join]\ntoken = \"abcdef.0123456789abcdef\"\n",
+        0o644,
+    );
+    let e = root.load().unwrap_err();
+    assert_eq!(e.file.as_deref(), Some(f.as_path()));
+    assert_eq!(e.key, "join.token");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    let s = root.load().unwrap();
+    // The inline token replaced the token_file of the earlier fragment.
+    assert_eq!(s.join.token_source, TokenSource::Inline(f));
+}
+
+#[test]
+fn fingerprint_changes_with_content() {
+    let root = Root::valid();
+    let a = root.load().unwrap().fingerprint;
+    root.write(
+        "/etc/kube-join-agent/config.d/60-x.toml",
+        "[retry]\nmax_attempts = 2\n",
+        0o644,
+    );
+    assert_ne!(a, root.load().unwrap().fingerprint);
+}
+
+#[test]
+fn endpoints_parse() {
+    assert_eq!(
+        Endpoint::parse("[fd00::1]:6443").unwrap().to_string(),
+        "[fd00::1]:6443"
+    );
+    assert_eq!(
+        Endpoint::parse("cp.example.com:443").unwrap().host,
+        "cp.example.com"
+    );
+    assert!(Endpoint::parse(":6443").is_err());
+    assert!(Endpoint::parse("cp:65536").is_err());
+}

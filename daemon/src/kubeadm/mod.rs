@@ -1,0 +1,12 @@
+//! kubeadm: which version is installed, the JoinConfiguration it gets, running it as a
+//! supervised child, and what its exit means.
+
+pub mod join_config;
+pub mod outcome;
+pub mod supervisor;
+pub mod version;
+
+pub use join_config::{ConfigApi, JoinConfigInput, render, write_private};
+pub use outcome::classify;
+pub use supervisor::{Finished, Killed, Limits, run};
+pub use version::{KubeadmVersion, query_version};

@@ -1,0 +1,360 @@
+//! kubeadm as a supervised child: its own process group, every output line forwarded to
+//! the journal as it comes, a deadline and a no-progress watchdog, and the whole group
+//! killed on timeout (kubeadm runs `systemctl` and other helpers that must die with it).
+
+use crate::failure::Failure;
+use crate::secret::Secret;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Time limits for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Kill after this long in total.
+    pub deadline: Duration,
+    /// Kill after this long without a line of output.
+    pub no_progress: Duration,
+}
+
+/// Why the agent killed the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killed {
+    /// Ran past the deadline.
+    Deadline(Duration),
+    /// Printed nothing for this long.
+    NoProgress(Duration),
+}
+
+/// One output line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// "stdout" or "stderr".
+    pub stream: &'static str,
+    /// The text, secrets redacted.
+    pub text: String,
+}
+
+/// How the child ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// The signal, if one ended it.
+    pub signal: Option<i32>,
+    /// Everything it printed (the most recent `MAX_LINES`).
+    pub output: Vec<Line>,
+    /// Set when the agent killed it.
+    pub killed: Option<Killed>,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+const MAX_LINES: usize = 2000;
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+impl Finished {
+    /// The last non-empty line, for diagnoses.
+    pub fn last_line(&self) -> String {
+        self.output
+            .iter()
+            .rev()
+            .map(|l| l.text.trim())
+            .find(|t| !t.is_empty())
+            .unwrap_or("(no output)")
+            .to_string()
+    }
+
+    /// Whether any line contains `needle`.
+    pub fn said(&self, needle: &str) -> bool {
+        self.output.iter().any(|l| l.text.contains(needle))
+    }
+}
+
+/// Runs `program args`, forwarding each line (with `secret` redacted) to the log when
+/// `forward` is set. Returns when the child exits or has been killed.
+pub async fn run(
+    program: &Path,
+    args: &[String],
+    limits: Limits,
+    secret: &Secret,
+    forward: bool,
+) -> Result<Finished, Failure> {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
+        )
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                Failure::KubeadmMissing {
+                    detail: format!("cannot execute {}: {e}", program.display()),
+                }
+            }
+            _ => Failure::Local {
+                detail: format!("cannot start {}: {e}", program.display()),
+            },
+        })?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // Whatever happens to this future (cancelled by SIGTERM, panicking), the group dies.
+    let _group = GroupGuard(pgid);
+
+    let (tx, mut rx) = mpsc::channel::<Line>(256);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, "stdout", tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, "stderr", tx.clone()));
+    }
+    drop(tx);
+
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let deadline = started + limits.deadline;
+    let mut last_progress = Instant::now();
+    let mut output = Vec::new();
+    let mut killed = None;
+    let mut open = true;
+    let status = loop {
+        let quiet_until = last_progress + limits.no_progress;
+        tokio::select! {
+            line = rx.recv(), if open => match line {
+                Some(mut line) => {
+                    last_progress = Instant::now();
+                    line.text = secret.redact(&line.text);
+                    if forward {
+                        tracing::info!(kubeadm_stream = line.stream, "{name}: {}", line.text);
+                    }
+                    if output.len() == MAX_LINES {
+                        output.remove(0);
+                    }
+                    output.push(line);
+                }
+                None => open = false,
+            },
+            status = child.wait() => break status,
+            _ = tokio::time::sleep_until(deadline) => {
+                killed = Some(Killed::Deadline(limits.deadline));
+                break terminate(&mut child, pgid).await;
+            }
+            _ = tokio::time::sleep_until(quiet_until) => {
+                killed = Some(Killed::NoProgress(limits.no_progress));
+                break terminate(&mut child, pgid).await;
+            }
+        }
+    };
+    // Collect what is still buffered in the pipes (bounded: helpers may hold them open).
+    let drain = async {
+        while let Some(mut line) = rx.recv().await {
+            line.text = secret.redact(&line.text);
+            if forward {
+                tracing::info!(kubeadm_stream = line.stream, "{name}: {}", line.text);
+            }
+            output.push(line);
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+
+    let status = status.map_err(|e| Failure::Local {
+        detail: format!("waiting for {}: {e}", program.display()),
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(Finished {
+        code: status.code(),
+        signal: status.signal(),
+        output,
+        killed,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn forward_lines(
+    pipe: impl tokio::io::AsyncRead + Unpin,
+    stream: &'static str,
+    tx: mpsc::Sender<Line>,
+) {
+    let mut lines = BufReader::new(pipe).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(text)) => {
+                if tx.send(Line { stream, text }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            // Not UTF-8: forward what can be read rather than stop listening.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let _ = tx
+                    .send(Line {
+                        stream,
+                        text: "(a line that is not UTF-8)".into(),
+                    })
+                    .await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after a grace period.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: Option<Pid>,
+) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    match tokio::time::timeout(TERM_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            child.wait().await
+        }
+    }
+}
+
+/// Kills the process group when dropped, so no helper of kubeadm outlives the run.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, limits: Limits) -> Finished {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run(
+            Path::new("/bin/sh"),
+            &["-c".to_string(), script.to_string()],
+            limits,
+            &Secret::new("0123456789abcdef"),
+            false,
+        ))
+        .unwrap()
+    }
+
+    const GENEROUS: Limits = Limits {
+        deadline: Duration::from_secs(30),
+        no_progress: Duration::from_secs(30),
+    };
+
+    #[test]
+    fn collects_both_streams_and_the_exit_code() {
+        let f = sh("echo out; echo err >&2; exit 3", GENEROUS);
+        assert_eq!(f.code, Some(3));
+        assert!(f.killed.is_none());
+        assert!(f.output.contains(&Line {
+            stream: "stdout",
+            text: "out".into()
+        }));
+        assert!(f.output.contains(&Line {
+            stream: "stderr",
+            text: "err".into()
+        }));
+    }
+
+    #[test]
+    fn redacts_the_secret_from_output() {
+        let f = sh("echo token abcdef.0123456789abcdef", GENEROUS);
+        assert_eq!(f.output[0].text, "token abcdef.<redacted>");
+    }
+
+    #[test]
+    fn silence_kills_the_whole_group() {
+        // The grandchild would keep the group alive; it must die too.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-alive");
+        let script = format!(
+            "echo start; (sleep 3; touch {}) & sleep 60",
+            marker.display()
+        );
+        let f = sh(
+            &script,
+            Limits {
+                deadline: Duration::from_secs(30),
+                no_progress: Duration::from_millis(500),
+            },
+        );
+        assert_eq!(
+            f.killed,
+            Some(Killed::NoProgress(Duration::from_millis(500)))
+        );
+        assert_eq!(f.signal, Some(15));
+        assert!(f.elapsed < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(!marker.exists(), "the grandchild survived the group kill");
+    }
+
+    #[test]
+    fn output_resets_the_watchdog_but_not_the_deadline() {
+        let f = sh(
+            "while true; do echo tick; sleep 0.1; done",
+            Limits {
+                deadline: Duration::from_millis(800),
+                no_progress: Duration::from_millis(500),
+            },
+        );
+        assert_eq!(f.killed, Some(Killed::Deadline(Duration::from_millis(800))));
+        assert!(f.output.len() >= 3);
+    }
+
+    #[test]
+    fn a_child_ignoring_sigterm_gets_sigkill() {
+        let f = sh(
+            "trap '' TERM; echo x; sleep 60",
+            Limits {
+                deadline: Duration::from_secs(30),
+                no_progress: Duration::from_millis(300),
+            },
+        );
+        assert_eq!(f.signal, Some(9));
+    }
+
+    #[test]
+    fn missing_program_is_kubeadm_missing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(run(
+                Path::new("/nonexistent/kubeadm"),
+                &[],
+                GENEROUS,
+                &Secret::new(""),
+                false,
+            ))
+            .unwrap_err();
+        assert_eq!(err.class(), "kubeadm-missing");
+    }
+}

@@ -1,0 +1,26 @@
+//! kube-join-agent: takes a machine from "image booted" to "registered Kubernetes node"
+//! with kubeadm, gates kubelet until its configuration is valid, and explains itself in
+//! the journal when it cannot.
+#![deny(unused_must_use)]
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod cri;
+pub mod discovery;
+pub mod failure;
+pub mod kubeadm;
+pub mod kubeconfig;
+pub mod kubelet;
+pub mod node;
+pub mod paths;
+pub mod pki;
+pub mod preflight;
+pub mod secret;
+pub mod state;
+pub mod systemd;
+pub mod telemetry;
+#[cfg(test)]
+mod testutil;
