@@ -1,0 +1,142 @@
+//! Authentication as the real API server chains it: a client certificate verified by
+//! the TLS layer wins; otherwise a bearer token must be a valid bootstrap token (any
+//! other token is a 401, even on paths anonymous users may read); otherwise anonymous.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::knobs::Knobs;
+use crate::token::BootstrapToken;
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name, e.g. `system:node:n1` or `system:bootstrap:abcdef`.
+    pub name: String,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// `system:anonymous`.
+    pub fn anonymous() -> Self {
+        Self {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
+    fn in_group(&self, g: &str) -> bool {
+        self.groups.iter().any(|x| x == g)
+    }
+
+    /// Cluster admin (`system:masters`).
+    pub fn is_admin(&self) -> bool {
+        self.in_group("system:masters")
+    }
+
+    /// A bootstrap token user.
+    pub fn is_bootstrapper(&self) -> bool {
+        self.in_group("system:bootstrappers")
+    }
+
+    /// The node name for a node credential (`system:node:<name>` in `system:nodes`).
+    pub fn node_name(&self) -> Option<&str> {
+        if self.in_group("system:nodes") {
+            self.name.strip_prefix("system:node:")
+        } else {
+            None
+        }
+    }
+}
+
+/// Why authentication failed (always a 401).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unauthorized;
+
+/// The identity in a client certificate the TLS layer already verified against the CA.
+pub fn user_from_cert(der: &[u8]) -> Option<User> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let subject = cert.subject();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(User { name: cn, groups })
+}
+
+/// Authenticates one request.
+pub fn authenticate(
+    knobs: &Knobs,
+    cert_user: Option<User>,
+    authorization: Option<&str>,
+) -> Result<User, Unauthorized> {
+    if let Some(u) = cert_user {
+        return Ok(u);
+    }
+    let Some(header) = authorization else {
+        return Ok(User::anonymous());
+    };
+    let token = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .and_then(BootstrapToken::parse)
+        .ok_or(Unauthorized)?;
+    if !knobs.valid_token(&token) {
+        return Err(Unauthorized);
+    }
+    Ok(User {
+        name: format!("system:bootstrap:{}", token.id()),
+        groups: vec![
+            "system:bootstrappers".into(),
+            "system:bootstrappers:kubeadm:default-node-token".into(),
+            "system:authenticated".into(),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn knobs() -> Knobs {
+        Knobs::parse(r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef"}]}"#).unwrap()
+    }
+
+    #[test]
+    fn bootstrap_token_and_anonymous() {
+        let u = authenticate(&knobs(), None, Some("Bearer abcdef.0123456789abcdef")).unwrap();
+        assert_eq!(u.name, "system:bootstrap:abcdef");
+        assert!(u.is_bootstrapper());
+        assert_eq!(
+            authenticate(&knobs(), None, None).unwrap(),
+            User::anonymous()
+        );
+        for bad in [
+            "Bearer abcdef.0123456789abcdee",
+            "Bearer nonsense",
+            "Basic eDp5",
+        ] {
+            assert_eq!(
+                authenticate(&knobs(), None, Some(bad)),
+                Err(Unauthorized),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_names() {
+        let u = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        assert_eq!(u.node_name(), Some("n1"));
+        let u = User {
+            name: "system:node:n1".into(),
+            groups: vec![],
+        };
+        assert_eq!(u.node_name(), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! `DIR/knobs.json`: the test harness's remote control, re-read on every request.
+//!
+//! A missing file means defaults. An invalid file is reported on stderr and in
+//! requests.log, and the last valid knobs stay in force: a harness that rewrites the file
+//! non-atomically must not make every token vanish for one request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::kubeversion::KubeVersion;
+use crate::token::BootstrapToken;
+
+/// One bootstrap token the cluster knows.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKnob {
+    /// Token id, `[a-z0-9]{6}`.
+    pub id: String,
+    /// Token secret, `[a-z0-9]{16}`.
+    pub secret: String,
+    /// Expired tokens lose their JWS in cluster-info and fail authentication.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// CSR approval policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CsrApproval {
+    /// Approve and sign node client CSRs at once, like kube-controller-manager.
+    #[default]
+    Auto,
+    /// Leave CSRs pending until `PUT .../approval`.
+    Manual,
+}
+
+/// A pre-existing Node (a reset machine whose old Node object lingers).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeKnob {
+    /// Seconds the Node keeps reporting Ready=True after the knob is first seen.
+    pub ready_for_secs: f64,
+}
+
+/// The knobs, all optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    /// Valid bootstrap tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenKnob>,
+    /// Before this Unix time every request gets 503.
+    #[serde(default)]
+    pub unavailable_until_unix: Option<f64>,
+    /// Answer this many of the next requests with 500 (counted per distinct value).
+    #[serde(default)]
+    pub fail_next_5xx: Option<u64>,
+    /// CSR approval policy.
+    #[serde(default)]
+    pub csr_approval: CsrApproval,
+    /// Pre-existing Nodes.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeKnob>,
+    /// The version /version and kubeadm-config report.
+    #[serde(default)]
+    pub kubernetes_version: Option<String>,
+    /// Delay every response by this many milliseconds (a slow API server).
+    #[serde(default)]
+    pub response_delay_ms: Option<u64>,
+}
+
+impl Knobs {
+    /// Parses and validates knobs.json text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let knobs: Knobs = serde_json::from_str(text).context("parsing knobs.json")?;
+        for t in &knobs.tokens {
+            if BootstrapToken::from_parts(&t.id, &t.secret).is_none() {
+                bail!(
+                    "knobs.json: token {:?}: id must match [a-z0-9]{{6}} and secret [a-z0-9]{{16}}",
+                    t.id
+                );
+            }
+        }
+        if let Some(v) = &knobs.kubernetes_version {
+            KubeVersion::parse(v).context("knobs.json: kubernetes_version")?;
+        }
+        for (name, n) in &knobs.nodes {
+            if !crate::apiserver::objects::is_dns_subdomain(name) {
+                bail!("knobs.json: node name {name:?} is not a lowercase RFC 1123 subdomain");
+            }
+            if !(n.ready_for_secs.is_finite() && n.ready_for_secs >= 0.0) {
+                bail!("knobs.json: nodes.{name}.ready_for_secs must be a non-negative number");
+            }
+        }
+        if let Some(u) = knobs.unavailable_until_unix
+            && !u.is_finite()
+        {
+            bail!("knobs.json: unavailable_until_unix must be a finite number");
+        }
+        Ok(knobs)
+    }
+
+    /// The valid (non-expired) token with this id and secret, if any.
+    pub fn valid_token(&self, token: &BootstrapToken) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| !t.expired && t.id == token.id() && t.secret == token.secret())
+    }
+
+    /// The reported Kubernetes version.
+    pub fn version(&self) -> KubeVersion {
+        self.kubernetes_version
+            .as_deref()
+            .and_then(|v| KubeVersion::parse(v).ok())
+            .unwrap_or_else(|| {
+                KubeVersion::parse(crate::DEFAULT_KUBERNETES_VERSION).unwrap_or(KubeVersion {
+                    major: 1,
+                    minor: 29,
+                    patch: 7,
+                })
+            })
+    }
+
+    /// Whether the server is in its "down" window at `now`.
+    pub fn unavailable_at(&self, now: SystemTime) -> bool {
+        self.unavailable_until_unix
+            .is_some_and(|until| crate::timefmt::unix_f64(now) < until)
+    }
+}
+
+/// Reads knobs.json and keeps the per-process state that knobs imply (the 5xx countdown,
+/// when each knob Node was first seen).
+#[derive(Debug)]
+pub struct KnobSource {
+    path: PathBuf,
+    last_good: Knobs,
+    /// The `fail_next_5xx` value last read, and how many failures are still owed for it.
+    /// Keyed by value: writing the same number again does not re-arm the countdown.
+    fail_key: Option<u64>,
+    fail_left: u64,
+    node_first_seen: HashMap<String, SystemTime>,
+}
+
+/// Outcome of reading the knobs for one request.
+pub struct Snapshot {
+    /// Knobs in force.
+    pub knobs: Knobs,
+    /// Set when knobs.json was unreadable or invalid (the previous knobs were kept).
+    pub error: Option<String>,
+}
+
+impl KnobSource {
+    /// A source reading `dir/knobs.json`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            path: dir.join("knobs.json"),
+            last_good: Knobs::default(),
+            fail_key: None,
+            fail_left: 0,
+            node_first_seen: HashMap::new(),
+        }
+    }
+
+    /// Re-reads the file.
+    pub fn read(&mut self) -> Snapshot {
+        let error = match std::fs::read_to_string(&self.path) {
+            Ok(text) => match Knobs::parse(&text) {
+                Ok(k) => {
+                    self.last_good = k;
+                    None
+                }
+                Err(e) => Some(format!("{e:#}")),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.last_good = Knobs::default();
+                None
+            }
+            Err(e) => Some(format!("reading {}: {e}", self.path.display())),
+        };
+        let value = self.last_good.fail_next_5xx;
+        if value != self.fail_key {
+            self.fail_key = value;
+            self.fail_left = value.unwrap_or(0);
+        }
+        Snapshot {
+            knobs: self.last_good.clone(),
+            error,
+        }
+    }
+
+    /// Consumes one injected 500 if any are owed.
+    pub fn take_injected_failure(&mut self) -> bool {
+        if self.fail_left > 0 {
+            self.fail_left -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// For each knob Node: when its Ready window ends (first sighting + ready_for_secs).
+    pub fn node_deadlines(&mut self, knobs: &Knobs, now: SystemTime) -> Vec<(String, SystemTime)> {
+        knobs
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                let first = *self.node_first_seen.entry(name.clone()).or_insert(now);
+                let secs = Duration::from_secs_f64(n.ready_for_secs.clamp(0.0, 1e9));
+                (name.clone(), first + secs)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_knobs() {
+        let k = Knobs::parse(
+            r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef","expired":true}],
+                "unavailable_until_unix": 1.5, "fail_next_5xx": 2, "csr_approval": "manual",
+                "nodes": {"node-1": {"ready_for_secs": 40}}, "kubernetes_version": "v1.31.0",
+                "response_delay_ms": 10}"#,
+        )
+        .unwrap();
+        assert!(k.tokens[0].expired);
+        assert_eq!(k.csr_approval, CsrApproval::Manual);
+        assert_eq!(k.version().minor, 31);
+        assert_eq!(k.nodes["node-1"].ready_for_secs, 40.0);
+        assert_eq!(Knobs::parse("{}").unwrap(), Knobs::default());
+    }
+
+    #[test]
+    fn rejects_bad_knobs_with_reasons() {
+        let err = |s: &str| format!("{:#}", Knobs::parse(s).unwrap_err());
+        assert!(err(r#"{"tokens":[{"id":"ABC","secret":"x"}]}"#).contains("token \"ABC\""));
+        assert!(err(r#"{"csr_approval":"sometimes"}"#).contains("unknown variant"));
+        assert!(err(r#"{"typo_knob":1}"#).contains("unknown field"));
+        assert!(err(r#"{"kubernetes_version":"1.29"}"#).contains("kubernetes_version"));
+        assert!(err(r#"{"nodes":{"Bad_Name":{"ready_for_secs":1}}}"#).contains("Bad_Name"));
+        assert!(err("{").contains("parsing knobs.json"));
+    }
+
+    #[test]
+    fn expired_tokens_are_not_valid() {
+        let k = Knobs::parse(
+            r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef","expired":true},
+                          {"id":"ghijkl","secret":"0123456789abcdef"}]}"#,
+        )
+        .unwrap();
+        assert!(!k.valid_token(&BootstrapToken::parse("abcdef.0123456789abcdef").unwrap()));
+        assert!(k.valid_token(&BootstrapToken::parse("ghijkl.0123456789abcdef").unwrap()));
+        assert!(!k.valid_token(&BootstrapToken::parse("ghijkl.0123456789abcdee").unwrap()));
+    }
+
+    #[test]
+    fn failure_countdown_is_keyed_by_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = KnobSource::new(dir.path());
+        std::fs::write(dir.path().join("knobs.json"), r#"{"fail_next_5xx":2}"#).unwrap();
+        let mut fails = 0;
+        for _ in 0..5 {
+            src.read();
+            fails += src.take_injected_failure() as u32;
+        }
+        assert_eq!(fails, 2);
+        // A different value re-arms; an invalid file keeps the last good knobs.
+        std::fs::write(dir.path().join("knobs.json"), r#"{"fail_next_5xx":1}"#).unwrap();
+        src.read();
+        assert!(src.take_injected_failure());
+        std::fs::write(dir.path().join("knobs.json"), "{broken").unwrap();
+        let snap = src.read();
+        assert!(snap.error.is_some());
+        assert_eq!(snap.knobs.fail_next_5xx, Some(1));
+        assert!(!src.take_injected_failure());
+    }
+}

@@ -1,0 +1,325 @@
+//! API objects as JSON, shaped like the real API server's (`kind`, `apiVersion`,
+//! `metadata`), and the fixed ConfigMap contents kubeadm clusters carry.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::kubeversion::KubeVersion;
+use crate::timefmt;
+
+/// The HTTP reply of a handler.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Content-Type.
+    pub content_type: &'static str,
+}
+
+impl Reply {
+    /// A JSON reply.
+    pub fn json(status: u16, v: &Value) -> Self {
+        Self {
+            status,
+            body: serde_json::to_vec(v).unwrap_or_default(),
+            content_type: "application/json",
+        }
+    }
+
+    /// A plain-text reply (healthz).
+    pub fn text(status: u16, s: &str) -> Self {
+        Self {
+            status,
+            body: s.as_bytes().to_vec(),
+            content_type: "text/plain; charset=utf-8",
+        }
+    }
+}
+
+/// A `Status` failure object (metav1.Status), as every API error body is.
+pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Reply {
+    let mut v = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    });
+    if let Some(d) = details {
+        v["details"] = d;
+    }
+    Reply::json(code, &v)
+}
+
+/// 404 for a named object: `nodes "n1" not found`.
+pub fn not_found(resource: &str, group: &str, name: &str) -> Reply {
+    let qualified = qualified(resource, group);
+    status(
+        404,
+        "NotFound",
+        &format!("{qualified} {name:?} not found"),
+        Some(json!({"name": name, "group": group, "kind": resource})),
+    )
+}
+
+/// 409 for a create that collides: `nodes "n1" already exists`.
+pub fn already_exists(resource: &str, group: &str, name: &str) -> Reply {
+    let qualified = qualified(resource, group);
+    status(
+        409,
+        "AlreadyExists",
+        &format!("{qualified} {name:?} already exists"),
+        Some(json!({"name": name, "group": group, "kind": resource})),
+    )
+}
+
+/// 422 with one field error.
+pub fn invalid(kind: &str, group: &str, name: &str, field: &str, msg: &str) -> Reply {
+    let qualified = qualified(kind, group);
+    status(
+        422,
+        "Invalid",
+        &format!("{qualified} {name:?} is invalid: {field}: {msg}"),
+        Some(json!({"name": name, "group": group, "kind": qualified,
+                    "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]})),
+    )
+}
+
+/// 403 in the authorizer's words.
+pub fn forbidden(
+    user: &str,
+    verb: &str,
+    resource: &str,
+    group: &str,
+    name: Option<&str>,
+    ns: Option<&str>,
+) -> Reply {
+    let qualified = qualified(resource, group);
+    let subject = match name {
+        Some(n) => format!("{qualified} {n:?}"),
+        None => qualified,
+    };
+    let scope = match ns {
+        Some(ns) => format!("in the namespace {ns:?}"),
+        None => "at the cluster scope".to_owned(),
+    };
+    status(
+        403,
+        "Forbidden",
+        &format!(
+            "{subject} is forbidden: User {user:?} cannot {verb} resource {resource:?} in API group {group:?} {scope}"
+        ),
+        Some(json!({"name": name.unwrap_or_default(), "group": group, "kind": resource})),
+    )
+}
+
+fn qualified(resource: &str, group: &str) -> String {
+    if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+/// Deterministic uid for fixed objects (a UUID-shaped hash of the name).
+pub fn uid_for(name: &str) -> String {
+    let h = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let x = hex::encode(&h.as_ref()[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// A random uid.
+pub fn random_uid() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// A ConfigMap.
+pub fn config_map(ns: &str, name: &str, data: Value, created: SystemTime) -> Value {
+    json!({
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": uid_for(&format!("{ns}/{name}")),
+            "resourceVersion": "1",
+            "creationTimestamp": timefmt::k8s(created),
+        },
+        "data": data,
+    })
+}
+
+/// `/version`.
+pub fn version_info(v: KubeVersion) -> Value {
+    json!({
+        "major": v.major.to_string(),
+        "minor": v.minor.to_string(),
+        "gitVersion": v.to_string(),
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-07-16T14:47:02Z",
+        "goVersion": "go1.22.5",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// The `kubelet` key of the `kubelet-config` ConfigMap, as `kubeadm init` 1.29 uploads it.
+pub const KUBELET_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    cacheTTL: 0s
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+  webhook:
+    cacheAuthorizedTTL: 0s
+    cacheUnauthorizedTTL: 0s
+cgroupDriver: systemd
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
+containerRuntimeEndpoint: \"\"
+cpuManagerReconcilePeriod: 0s
+evictionPressureTransitionPeriod: 0s
+fileCheckFrequency: 0s
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+httpCheckFrequency: 0s
+imageMaximumGCAge: 0s
+imageMinimumGCAge: 0s
+kind: KubeletConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: \"0\"
+  verbosity: 0
+memorySwap: {}
+nodeStatusReportFrequency: 0s
+nodeStatusUpdateFrequency: 0s
+resolvConf: /run/systemd/resolve/resolv.conf
+rotateCertificates: true
+runtimeRequestTimeout: 0s
+shutdownGracePeriod: 0s
+shutdownGracePeriodCriticalPods: 0s
+staticPodPath: /etc/kubernetes/manifests
+streamingConnectionIdleTimeout: 0s
+syncFrequency: 0s
+volumeStatsAggPeriod: 0s
+";
+
+/// The `ClusterConfiguration` key of the `kubeadm-config` ConfigMap.
+pub fn kubeadm_cluster_configuration(v: KubeVersion, endpoint: &str) -> String {
+    format!(
+        "apiServer:
+  extraArgs:
+    authorization-mode: Node,RBAC
+  timeoutForControlPlane: 4m0s
+apiVersion: kubeadm.k8s.io/v1beta3
+certificatesDir: /etc/kubernetes/pki
+clusterName: kubernetes
+controlPlaneEndpoint: {endpoint}
+controllerManager: {{}}
+dns: {{}}
+etcd:
+  local:
+    dataDir: /var/lib/etcd
+imageRepository: registry.k8s.io
+kind: ClusterConfiguration
+kubernetesVersion: {v}
+networking:
+  dnsDomain: cluster.local
+  serviceSubnet: 10.96.0.0/12
+scheduler: {{}}
+"
+    )
+}
+
+/// RFC 1123 subdomain, lowercase (Kubernetes object names such as Nodes).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bodies() {
+        let r = not_found("nodes", "", "n1");
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["message"], "nodes \"n1\" not found");
+        assert_eq!(v["code"], 404);
+        let r = forbidden(
+            "system:anonymous",
+            "get",
+            "configmaps",
+            "",
+            Some("kubelet-config"),
+            Some("kube-system"),
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v["message"],
+            "configmaps \"kubelet-config\" is forbidden: User \"system:anonymous\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"kube-system\""
+        );
+        let r = invalid(
+            "CertificateSigningRequest",
+            "certificates.k8s.io",
+            "x",
+            "spec.request",
+            "bad",
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v["message"],
+            "CertificateSigningRequest.certificates.k8s.io \"x\" is invalid: spec.request: bad"
+        );
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns_subdomain("node-1.example"));
+        assert!(!is_dns_subdomain("Node"));
+        assert!(!is_dns_subdomain("-a"));
+        assert!(!is_dns_subdomain(""));
+    }
+}

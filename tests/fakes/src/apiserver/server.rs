@@ -1,0 +1,234 @@
+//! The TLS + HTTP/1.1 front: accepts connections, authenticates, applies the
+//! availability knobs, routes, and logs every request.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::State;
+use super::auth::{self, User};
+use super::objects::{Reply, status};
+use super::routes::{self, Call};
+use crate::timefmt;
+
+const MAX_BODY: usize = 4 << 20;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS that asks for, but does not require, a client certificate signed by the CA.
+fn tls_config(state: &State) -> Result<rustls::ServerConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(state.pki.ca_der.clone()))
+        .context("adding the CA to the client-certificate roots")?;
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .context("building the client-certificate verifier")?;
+    let chain = state
+        .pki
+        .serving_chain
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(state.pki.serving_key.clone()));
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("loading the serving certificate")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Binds, writes `DIR/ready`, and serves until SIGTERM/SIGINT.
+pub async fn serve(state: State, listen: SocketAddr) -> Result<()> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&state)?));
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let state = Arc::new(state);
+    std::fs::write(state.dir.join("ready"), b"").context("writing the ready file")?;
+    eprintln!(
+        "fake-apiserver: serving {} (CA pin {}), state in {}",
+        state.server_url,
+        state.pki.pin,
+        state.dir.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    tokio::spawn(connection(state.clone(), acceptor.clone(), tcp));
+                }
+                // EMFILE and friends: back off instead of spinning.
+                Err(e) => {
+                    eprintln!("fake-apiserver: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let _ = std::fs::remove_file(state.dir.join("ready"));
+    eprintln!("fake-apiserver: shutting down");
+    Ok(())
+}
+
+async fn connection(state: Arc<State>, acceptor: TlsAcceptor, tcp: tokio::net::TcpStream) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            eprintln!("fake-apiserver: TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let cert_user = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| auth::user_from_cert(c));
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        let cert_user = cert_user.clone();
+        async move { Ok::<_, Infallible>(handle(state, cert_user, req).await) }
+    });
+    // Errors here are client disconnects; nothing to do about them.
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
+}
+
+async fn handle(
+    state: Arc<State>,
+    cert_user: Option<User>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let now = SystemTime::now();
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Limited::new(req.into_body(), MAX_BODY).collect().await;
+
+    let (knobs, knob_error, inject) = {
+        let mut src = state.knobs.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = src.read();
+        let unavailable = snap.knobs.unavailable_at(now);
+        // The 500 countdown only runs while the server is otherwise up.
+        let inject = !unavailable && src.take_injected_failure();
+        let deadlines = src.node_deadlines(&snap.knobs, now);
+        drop(src);
+        if !deadlines.is_empty() {
+            let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, until) in deadlines {
+                if let Err(e) = store.ensure_knob_node(&name, until, now) {
+                    eprintln!("fake-apiserver: creating knob node {name}: {e:#}");
+                }
+            }
+        }
+        (snap.knobs, snap.error, inject)
+    };
+    if let Some(e) = &knob_error {
+        log_line(
+            &state,
+            &format!(
+                "{} knobs.json invalid, keeping previous knobs: {e}",
+                timefmt::rfc3339(now)
+            ),
+        );
+    }
+    if let Some(ms) = knobs.response_delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    let authn = auth::authenticate(&knobs, cert_user, authorization.as_deref());
+    let user_label = match &authn {
+        Ok(u) => u.name.clone(),
+        Err(_) => "<unauthenticated: invalid bearer token>".to_owned(),
+    };
+    let reply = if knobs.unavailable_at(now) {
+        status(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+            None,
+        )
+    } else if inject {
+        status(
+            500,
+            "InternalError",
+            "Internal error occurred: fake-apiserver: injected failure (fail_next_5xx)",
+            None,
+        )
+    } else {
+        match (authn, body) {
+            (Err(_), _) => status(401, "Unauthorized", "Unauthorized", None),
+            (Ok(_), Err(_)) => status(
+                413,
+                "RequestEntityTooLarge",
+                "the request body is too large or unreadable",
+                None,
+            ),
+            (Ok(user), Ok(collected)) => {
+                let bytes = collected.to_bytes();
+                let call = Call {
+                    state: &state,
+                    knobs: &knobs,
+                    user: &user,
+                    method: &method,
+                    body: &bytes,
+                    now,
+                };
+                routes::route(&call, &path)
+            }
+        }
+    };
+    log_line(
+        &state,
+        &format!(
+            "{} {method} {path} user={user_label} {}",
+            timefmt::rfc3339(now),
+            reply.status
+        ),
+    );
+    respond(reply)
+}
+
+fn log_line(state: &State, line: &str) {
+    eprintln!("{line}");
+    let mut f = state.request_log.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = writeln!(f, "{line}") {
+        eprintln!("fake-apiserver: writing requests.log: {e}");
+    }
+}
+
+fn respond(reply: Reply) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(reply.status)
+        .header(hyper::header::CONTENT_TYPE, reply.content_type)
+        .body(Full::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}

@@ -1,0 +1,323 @@
+//! `kubeadm join` and `kubeadm join phase <name>`: argument checks, then the worker
+//! phases preflight → kubelet-start, with discovery done lazily by whichever phase first
+//! needs the cluster (as upstream's join data does).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::args::Parsed;
+use super::config::{self, JoinConfig};
+use super::discovery::{self, Discovered};
+use super::env::{self, HangPoint, Knobs};
+use super::error::{KubeadmError, generic, validation};
+use super::systemd::Systemctl;
+use super::{hang, kubelet_start, preflight};
+use crate::fsroot::Root;
+use crate::httpclient::{ApiClient, Trust};
+use crate::kubeconfig::Auth;
+
+/// Flags that may accompany `--config` (validation.ValidateMixedArguments), plus `skip-*`.
+const ALLOWED_WITH_CONFIG: &[&str] = &[
+    "config",
+    "ignore-preflight-errors",
+    "dry-run",
+    "kubeconfig",
+    "node-name",
+    "kubeconfig-dir",
+    "upload-certs",
+    "print-join-command",
+    "rootfs",
+    "v",
+    "log-file",
+];
+
+/// The worker join phases, in order; control-plane phases are no-ops on workers.
+pub const PHASES: &[&str] = &[
+    "preflight",
+    "control-plane-prepare",
+    "kubelet-start",
+    "control-plane-join",
+];
+
+const JOIN_DONE: &str = "
+This node has joined the cluster:
+* Certificate signing request was sent to apiserver and a response was received.
+* The Kubelet was informed of the new secure connection details.
+
+Run 'kubectl get nodes' on the control-plane to see this node join the cluster.
+";
+
+/// Everything the phases share.
+pub struct JoinData {
+    /// Path root.
+    pub root: Root,
+    /// Knobs.
+    pub knobs: Knobs,
+    /// The validated configuration.
+    pub cfg: JoinConfig,
+    /// `--v`.
+    pub verbosity: u32,
+    /// Preflight errors to ignore.
+    pub ignore: BTreeSet<String>,
+    /// systemctl, if present.
+    pub systemctl: Option<Systemctl>,
+    /// The hostname, lowercased.
+    pub hostname: String,
+    discovered: Option<Discovered>,
+    kubelet_config: Option<String>,
+}
+
+impl JoinData {
+    /// Discovery, once.
+    pub async fn discovered(&mut self) -> Result<Discovered, KubeadmError> {
+        if let Some(d) = &self.discovered {
+            return Ok(d.clone());
+        }
+        if self.knobs.hang_after == Some(HangPoint::Discovery) {
+            hang();
+        }
+        let d = discovery::discover(&self.cfg, &self.knobs, self.verbosity).await?;
+        self.discovered = Some(d.clone());
+        Ok(d)
+    }
+
+    /// A client authenticated with the TLS bootstrap token, trusting the discovered CA.
+    pub fn bootstrap_client(&self, d: &Discovered) -> Result<ApiClient, KubeadmError> {
+        let auth = Auth::Token(self.cfg.tls_bootstrap_token.expose());
+        ApiClient::new(
+            &d.server,
+            Trust::Ca(&d.ca_pem),
+            &auth,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| {
+            generic(format!(
+                "couldn't create client from the bootstrap token: {e:#}"
+            ))
+        })
+    }
+
+    /// "Reading configuration from the cluster": kubeadm-config and the kubelet's
+    /// component config, fetched once with the bootstrap token. Returns the kubelet
+    /// config YAML kubelet-start writes to config.yaml.
+    pub async fn kubelet_config(&mut self) -> Result<String, KubeadmError> {
+        if let Some(k) = &self.kubelet_config {
+            return Ok(k.clone());
+        }
+        let d = self.discovered().await?;
+        println!("[preflight] Reading configuration from the cluster...");
+        println!(
+            "[preflight] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'"
+        );
+        let client = self.bootstrap_client(&d)?;
+        let timeout = self.knobs.scale(self.cfg.timeouts.kubernetes_api_call);
+        get_config_map(&client, "kubeadm-config", timeout)
+            .await
+            .map_err(|e| {
+                generic(format!(
+                    "unable to fetch the kubeadm-config ConfigMap: failed to get config map: {e}"
+                ))
+            })?;
+        // The kubelet-config ConfigMap lost its version suffix in v1.24.
+        let v = self.knobs.version;
+        let name = if v.at_least(1, 24) {
+            "kubelet-config".to_owned()
+        } else {
+            format!("kubelet-config-{}.{}", v.major, v.minor)
+        };
+        let cm = get_config_map(&client, &name, timeout)
+            .await
+            .map_err(|e| generic(format!("failed to get config map: {e}")))?;
+        let text = cm["data"]["kubelet"]
+            .as_str()
+            .ok_or_else(|| {
+                generic(format!(
+                    "unexpected error when reading {name} ConfigMap: kubelet key value pair missing"
+                ))
+            })?
+            .to_owned();
+        self.kubelet_config = Some(text.clone());
+        Ok(text)
+    }
+}
+
+/// GET a kube-system ConfigMap, retrying transport errors and 5xx every 0.5 s.
+async fn get_config_map(
+    client: &ApiClient,
+    name: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let path = format!("/api/v1/namespaces/kube-system/configmaps/{name}");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let err = match client.get(&path).await {
+            Ok(r) if r.status == 200 => return Ok(r.json()),
+            Ok(r) if r.status < 500 && r.status != 429 => return Err(r.error_text()),
+            Ok(r) => r.error_text(),
+            Err(e) => e,
+        };
+        if Instant::now() + Duration::from_millis(500) > deadline {
+            return Err(err);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn check_mixed_args(p: &Parsed) -> Result<(), KubeadmError> {
+    if !p.changed("config") {
+        return Ok(());
+    }
+    let bad: Vec<String> = p
+        .names()
+        .into_iter()
+        .filter(|n| !ALLOWED_WITH_CONFIG.contains(&n.as_str()) && !n.starts_with("skip-"))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(validation(format!(
+            "can not mix '--config' with arguments [{}]",
+            bad.join(" ")
+        )))
+    }
+}
+
+/// Runs `kubeadm join` (phase `None`) or one phase. Returns the exit code.
+pub async fn run(p: &Parsed, phase: Option<&str>, root: Root, knobs: Knobs) -> i32 {
+    let verbosity = p.verbosity();
+    match run_inner(p, phase, root, knobs).await {
+        Ok(()) => 0,
+        Err(e) => e.report(verbosity),
+    }
+}
+
+async fn run_inner(
+    p: &Parsed,
+    phase: Option<&str>,
+    root: Root,
+    knobs: Knobs,
+) -> Result<(), KubeadmError> {
+    check_mixed_args(p)?;
+    let Some(config_path) = p.value("config") else {
+        return Err(validation(
+            "fake-kubeadm implements only `kubeadm join --config FILE` (bootstrap-token discovery in a JoinConfiguration)",
+        ));
+    };
+    if p.bool("dry-run") {
+        return Err(validation("fake-kubeadm: --dry-run is not implemented"));
+    }
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().trim().to_lowercase())
+        .unwrap_or_default();
+    let cfg = config::load(
+        &root,
+        config_path,
+        knobs.version,
+        p.value("node-name"),
+        &hostname,
+    )?;
+    let ignore = preflight::ignore_set(
+        &p.list("ignore-preflight-errors"),
+        &cfg.ignore_preflight_errors,
+    )?;
+    let skip: BTreeSet<String> = p.list("skip-phases").into_iter().collect();
+    let phases: Vec<&str> = match phase {
+        Some(one) => vec![one],
+        None => PHASES
+            .iter()
+            .copied()
+            .filter(|ph| !skip.contains(*ph))
+            .collect(),
+    };
+    let mut data = JoinData {
+        root,
+        knobs,
+        cfg,
+        verbosity: p.verbosity(),
+        ignore,
+        systemctl: Systemctl::detect(),
+        hostname,
+        discovered: None,
+        kubelet_config: None,
+    };
+    for (i, ph) in phases.iter().enumerate() {
+        if i == 0 {
+            inject_failure(&data, ph)?;
+        }
+        let result = match *ph {
+            "preflight" => preflight_phase(&mut data).await,
+            "kubelet-start" => kubelet_start::run(&mut data).await,
+            // Control-plane phases do nothing on a worker (cfg.ControlPlane == nil).
+            _ => Ok(()),
+        };
+        result.map_err(|e| e.in_phase(ph))?;
+    }
+    if phase.is_none() {
+        print!("{JOIN_DONE}");
+        println!();
+    }
+    Ok(())
+}
+
+/// FAIL_TIMES: the first N joins fail at their first phase.
+fn inject_failure(data: &JoinData, phase: &str) -> Result<(), KubeadmError> {
+    match env::take_injected_failure(&data.root, &data.knobs) {
+        Ok(Some((n, total))) => Err(generic(format!(
+            "fake-kubeadm: injected failure {n} of {total} (FAIL_TIMES)"
+        ))
+        .in_phase(phase)),
+        Ok(None) => Ok(()),
+        Err(e) => Err(generic(format!("fake-kubeadm: FAIL_TIMES: {e:#}"))),
+    }
+}
+
+async fn preflight_phase(data: &mut JoinData) -> Result<(), KubeadmError> {
+    println!("[preflight] Running pre-flight checks");
+    preflight::run_join_checks(&data.root, &data.cfg, &data.ignore, data.systemctl.as_ref())?;
+    data.kubelet_config().await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubeadm::args::{GLOBAL, JOIN, parse};
+
+    fn parsed(a: &[&str]) -> Parsed {
+        parse(
+            &a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &[GLOBAL, JOIN],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mixed_arguments_are_rejected_like_upstream() {
+        assert!(
+            check_mixed_args(&parsed(&[
+                "--config",
+                "f",
+                "--v=5",
+                "--ignore-preflight-errors=Swap",
+                "--node-name=n",
+                "--skip-phases=x"
+            ]))
+            .is_ok()
+        );
+        let e = check_mixed_args(&parsed(&[
+            "--config",
+            "f",
+            "--token",
+            "abcdef.0123456789abcdef",
+            "--discovery-token-ca-cert-hash",
+            "sha256:x",
+        ]))
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(
+            e.message(),
+            "can not mix '--config' with arguments [discovery-token-ca-cert-hash token]"
+        );
+    }
+}

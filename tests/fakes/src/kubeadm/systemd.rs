@@ -1,0 +1,76 @@
+//! kubeadm's init-system helpers (kubeadm/util/initsystem): plain `systemctl` commands
+//! with output discarded, failures reported as Go's `exit status N`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// `systemctl`, found on PATH like Go's `exec.LookPath`.
+#[derive(Debug, Clone)]
+pub struct Systemctl {
+    path: PathBuf,
+}
+
+impl Systemctl {
+    /// `None` when there is no systemctl ("No supported init system detected").
+    pub fn detect() -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("systemctl"))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+            .map(|path| Self { path })
+    }
+
+    /// Runs `systemctl args...`; Err carries Go's wording (`exit status 1`).
+    fn run(&self, args: &[&str]) -> Result<(), String> {
+        let status = Command::new(&self.path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("fork/exec {}: {e}", self.path.display()))?;
+        match status.code() {
+            Some(0) => Ok(()),
+            Some(c) => Err(format!("exit status {c}")),
+            None => Err("signal: killed".to_owned()),
+        }
+    }
+
+    /// `ServiceExists`: `systemctl status` does not say the unit is not found.
+    pub fn service_exists(&self, svc: &str) -> bool {
+        let out = Command::new(&self.path)
+            .args(["status", svc])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        match out {
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                !text.contains("Loaded: not-found") && !text.contains("could not be found")
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// `ServiceIsEnabled`: `systemctl is-enabled` succeeds.
+    pub fn is_enabled(&self, svc: &str) -> bool {
+        self.run(&["is-enabled", svc]).is_ok()
+    }
+
+    /// `ServiceRestart`: daemon-reload, then restart.
+    pub fn restart(&self, svc: &str) -> Result<(), String> {
+        self.run(&["daemon-reload"])
+            .map_err(|e| format!("failed to reload systemd: {e}"))?;
+        self.run(&["restart", svc])
+    }
+
+    /// `ServiceStop`.
+    pub fn stop(&self, svc: &str) -> Result<(), String> {
+        self.run(&["stop", svc])
+    }
+}

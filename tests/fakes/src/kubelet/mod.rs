@@ -1,0 +1,281 @@
+//! `fake-kubelet`, installed as `/usr/bin/kubelet` and run by kubelet.service with
+//! kubeadm's drop-in: loads its config, bootstraps a client certificate with the
+//! bootstrap token (or runs "standalone" without credentials), waits for the container
+//! runtime, serves healthz, registers the Node and heartbeats. Logs klog lines on stderr.
+
+pub mod args;
+pub mod bootstrap;
+pub mod config;
+pub mod cri;
+pub mod node;
+pub mod serve;
+
+use crate::fsroot::{Root, go_path_error};
+use crate::httpclient::ApiClient;
+use crate::klog::{self, Severity};
+use crate::kubeconfig::{self, Resolved};
+use args::Flags;
+use bootstrap::CertStore;
+use config::KubeletConfig;
+
+/// The version the fake kubelet reports.
+pub const VERSION: &str = crate::DEFAULT_KUBERNETES_VERSION;
+const DEFAULT_CERT_DIR: &str = "/var/lib/kubelet/pki";
+
+/// How the kubelet will talk to the API server.
+enum ClientPlan {
+    /// kubelet.conf is usable as is.
+    Ready(Resolved),
+    /// A client certificate must be requested with these bootstrap credentials.
+    Bootstrap(Resolved, String),
+    /// No usable credentials: standalone mode.
+    Standalone,
+}
+
+/// The kubelet's fatal exit: `"command failed" err="..."`, exit 1.
+fn command_failed(err: &str) -> i32 {
+    klog::log(
+        Severity::Error,
+        "run.go:74",
+        "command failed",
+        &[("err", err)],
+    );
+    1
+}
+
+fn load_config(root: &Root, path: &str) -> Result<KubeletConfig, String> {
+    let wrap = |e: String| format!("failed to load kubelet config file, path: {path}, error: {e}");
+    let text = std::fs::read_to_string(root.path(path))
+        .map_err(|e| wrap(go_path_error("open", path, &e)))?;
+    config::parse(&text).map_err(|e| wrap(format!("{e:#}")))
+}
+
+fn plan_client(root: &Root, flags: &Flags) -> Result<ClientPlan, String> {
+    let Some(kubeconfig_path) = flags.kubeconfig.clone() else {
+        return Ok(ClientPlan::Standalone);
+    };
+    if let Some(r) = bootstrap::usable_kubeconfig(root, &kubeconfig_path) {
+        klog::log(
+            Severity::Info,
+            "bootstrap.go:101",
+            "Current kubeconfig file contents are still valid, no bootstrap necessary",
+            &[],
+        );
+        return Ok(ClientPlan::Ready(r));
+    }
+    match &flags.bootstrap_kubeconfig {
+        Some(b) if bootstrap::exists(root, b) => {
+            let r = kubeconfig::load(root, b).map_err(|e| {
+                format!("failed to run Kubelet: unable to load bootstrap kubeconfig: {e:#}")
+            })?;
+            Ok(ClientPlan::Bootstrap(r, kubeconfig_path))
+        }
+        _ => Ok(ClientPlan::Standalone),
+    }
+}
+
+fn client_from(root: &Root, kubeconfig_path: &str) -> Result<ApiClient, String> {
+    let r = bootstrap::usable_kubeconfig(root, kubeconfig_path)
+        .ok_or_else(|| format!("{kubeconfig_path} is not usable after the TLS bootstrap"))?;
+    ApiClient::from_kubeconfig(&r, std::time::Duration::from_secs(10)).map_err(|e| format!("{e:#}"))
+}
+
+/// Requests the client certificate until it is issued; retries with a pause, as the
+/// certificate manager does in the background.
+async fn bootstrap_until_done(root: Root, store: CertStore, boot: Resolved, node_name: String) {
+    loop {
+        match bootstrap::obtain(&root, &store, &boot, &node_name).await {
+            Ok(()) => return,
+            Err(e) => klog::log(
+                Severity::Error,
+                "certificate_manager.go:562",
+                "Failed while requesting a signed certificate from the control plane",
+                &[("err", &format!("{e:#}"))],
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+async fn main_flow(flags: Flags) -> i32 {
+    let root = Root::from_env();
+    klog::log(
+        Severity::Info,
+        "server.go:487",
+        "Kubelet version",
+        &[("kubeletVersion", VERSION)],
+    );
+    klog::log(
+        Severity::Info,
+        "server.go:489",
+        "Golang settings",
+        &[("GOGC", ""), ("GOMAXPROCS", ""), ("GOTRACEBACK", "")],
+    );
+    flags.warn_ignored();
+    let cfg = match &flags.config {
+        Some(p) => match load_config(&root, p) {
+            Ok(c) => c,
+            Err(e) => return command_failed(&e),
+        },
+        None => KubeletConfig::default(),
+    };
+    let node_name = flags.hostname_override.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().trim().to_lowercase())
+            .unwrap_or_default()
+    });
+    let endpoint = flags
+        .container_runtime_endpoint
+        .clone()
+        .unwrap_or_else(|| cfg.container_runtime_endpoint.clone());
+    let store = CertStore {
+        dir: flags
+            .cert_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CERT_DIR.to_owned()),
+    };
+
+    let plan = match plan_client(&root, &flags) {
+        Ok(p) => p,
+        Err(e) => return command_failed(&e),
+    };
+    let mut pending_cert = None;
+    let kubeconfig_path = flags.kubeconfig.clone().unwrap_or_default();
+    match &plan {
+        ClientPlan::Bootstrap(boot, path) if cfg.rotate_certificates => {
+            // Upstream's LoadClientConfig: kubelet.conf pointing at the (not yet
+            // existing) current pem is written first; the certificate follows.
+            klog::log(
+                Severity::Info,
+                "server.go:895",
+                "Client rotation is on, will bootstrap in background",
+                &[],
+            );
+            if let Err(e) = bootstrap::write_kubeconfig(&root, path, boot, &store) {
+                return command_failed(&format!("failed to run Kubelet: {e:#}"));
+            }
+            pending_cert = Some(tokio::spawn(bootstrap_until_done(
+                root.clone(),
+                store.clone(),
+                boot.clone(),
+                node_name.clone(),
+            )));
+        }
+        ClientPlan::Bootstrap(boot, path) => {
+            klog::log(
+                Severity::Info,
+                "bootstrap.go:154",
+                "Using bootstrap kubeconfig to generate TLS client cert, key and kubeconfig file",
+                &[],
+            );
+            if let Err(e) = bootstrap::obtain(&root, &store, boot, &node_name).await {
+                return command_failed(&format!("failed to run Kubelet: {e:#}"));
+            }
+            if let Err(e) = bootstrap::write_kubeconfig(&root, path, boot, &store) {
+                return command_failed(&format!("failed to run Kubelet: {e:#}"));
+            }
+        }
+        ClientPlan::Ready(_) => {}
+        ClientPlan::Standalone => {
+            klog::log(
+                Severity::Info,
+                "server.go:700",
+                "No API server defined - no events will be sent to API server",
+                &[],
+            );
+            klog::log(
+                Severity::Info,
+                "kubelet.go:412",
+                "kubeclient not set, assuming standalone kubelet",
+                &[],
+            );
+        }
+    }
+
+    cri::wait_for_runtime(&root, &endpoint).await;
+    let address = flags.address.clone().unwrap_or_else(|| cfg.address.clone());
+    let api_port = match serve::bind_api_port(&address).await {
+        Ok(l) => l,
+        Err(e) => {
+            klog::log(
+                Severity::Error,
+                "server.go:162",
+                "Failed to listen and serve",
+                &[("err", &e)],
+            );
+            return 1;
+        }
+    };
+    tokio::spawn(serve::hold_api_port(api_port));
+    tokio::spawn(serve::serve_healthz(
+        cfg.healthz_bind_address.clone(),
+        cfg.healthz_port,
+    ));
+
+    let client = match plan {
+        ClientPlan::Standalone => {
+            klog::log(
+                Severity::Info,
+                "kubelet.go:1587",
+                "Skipping CSINode initialization, kubelet running in standalone mode",
+                &[],
+            );
+            return std::future::pending().await;
+        }
+        ClientPlan::Ready(r) => ApiClient::from_kubeconfig(&r, std::time::Duration::from_secs(10))
+            .map_err(|e| format!("{e:#}")),
+        ClientPlan::Bootstrap(..) => {
+            // With rotation the certificate may still be on its way: registration waits.
+            if let Some(task) = pending_cert
+                && task.await.is_err()
+            {
+                return command_failed(
+                    "failed to run Kubelet: the certificate bootstrap task failed",
+                );
+            }
+            client_from(&root, &kubeconfig_path)
+        }
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return command_failed(&format!("failed to run Kubelet: {e}")),
+    };
+    let ip = flags
+        .node_ip
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    node::register_and_heartbeat(client, node_name, ip, VERSION.to_owned()).await;
+    0
+}
+
+/// Runs the kubelet with `argv` (including the program name); returns the exit code.
+pub fn run(argv: Vec<String>) -> i32 {
+    let flags = args::parse(argv.get(1..).unwrap_or_default());
+    if flags.version {
+        println!("Kubernetes {VERSION}");
+        return 0;
+    }
+    crate::install_crypto_provider();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return command_failed(&format!("starting the runtime: {e}")),
+    };
+    rt.block_on(async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => return command_failed(&format!("installing the SIGTERM handler: {e}")),
+            };
+        tokio::select! {
+            code = main_flow(flags) => code,
+            _ = term.recv() => {
+                klog::log(Severity::Info, "server.go:263", "Shutting down kubelet on SIGTERM", &[]);
+                0
+            }
+            _ = tokio::signal::ctrl_c() => 0,
+        }
+    })
+}
