@@ -213,6 +213,15 @@ impl Agent {
         }
     }
 
+    /// Everything kubeadm's output must never show.
+    fn secrets(&self) -> Vec<&crate::secret::Secret> {
+        let mut secrets = vec![self.settings.join.token.secret()];
+        if let Some(cp) = &self.settings.join.control_plane {
+            secrets.push(&cp.certificate_key);
+        }
+        secrets
+    }
+
     fn gate(&self) -> Gate<'_> {
         Gate::new(&self.systemd, &self.paths, &self.settings.kubelet_unit)
     }
@@ -515,19 +524,26 @@ impl Agent {
     async fn join(&self, version: KubeadmVersion, cluster: &ClusterInfo) -> Result<(), Failure> {
         let s = &self.settings;
         let api = ConfigApi::for_version(version);
-        let yaml = kubeadm::render(
-            api,
-            &JoinConfigInput {
-                api_server: &s.join.api_server,
-                token: &s.join.token,
-                ca_pins: &s.join.ca_pins,
-                unsafe_skip_ca_verification: s.join.unsafe_skip_ca_verification,
-                node_name: &s.join.node_name,
-                cri_socket: &s.containerd_socket,
-                discovery_timeout: s.timeouts.discovery,
-                tls_bootstrap_timeout: s.timeouts.tls_bootstrap,
-            },
-        );
+        let yaml =
+            kubeadm::render(
+                api,
+                &JoinConfigInput {
+                    api_server: &s.join.api_server,
+                    token: &s.join.token,
+                    ca_pins: &s.join.ca_pins,
+                    unsafe_skip_ca_verification: s.join.unsafe_skip_ca_verification,
+                    node_name: &s.join.node_name,
+                    cri_socket: &s.containerd_socket,
+                    discovery_timeout: s.timeouts.discovery,
+                    tls_bootstrap_timeout: s.timeouts.tls_bootstrap,
+                    control_plane: s.join.control_plane.as_ref().map(|cp| {
+                        kubeadm::ControlPlaneInput {
+                            certificate_key: &cp.certificate_key,
+                            advertise_address: cp.advertise_address,
+                        }
+                    }),
+                },
+            );
         let config_path = self.paths.join_config();
         kubeadm::write_private(&config_path, &yaml).map_err(|e| Failure::Local {
             detail: format!("writing {}: {e}", config_path.display()),
@@ -541,8 +557,8 @@ impl Agent {
             deadline: s.timeouts.join_phase,
             no_progress: s.timeouts.no_progress,
         };
-        let secret = s.join.token.secret().clone();
-        let run = kubeadm::run(&s.kubeadm_path, &args, limits, &secret, true);
+        let secrets = self.secrets();
+        let run = kubeadm::run(&s.kubeadm_path, &args, limits, &secrets, true);
         let deadline = Instant::now() + s.timeouts.join_phase;
         let handoff = async {
             kubelet::wait_for_kubelet_files(&self.paths, &cluster.ca, deadline).await?;
@@ -713,8 +729,7 @@ impl Agent {
             no_progress: Duration::from_secs(120),
         };
         let args = vec!["reset".to_string(), "-f".to_string()];
-        let finished =
-            kubeadm::run(&s.kubeadm_path, &args, limits, s.join.token.secret(), true).await?;
+        let finished = kubeadm::run(&s.kubeadm_path, &args, limits, &self.secrets(), true).await?;
         if finished.code != Some(0) {
             return Err(Failure::Local {
                 detail: format!("`kubeadm reset -f` failed: {}", finished.last_line()),

@@ -143,6 +143,32 @@ pub enum Failure {
         /// What was seen.
         detail: String,
     },
+    /// The etcd cluster has no healthy leader (control-plane joins).
+    #[error(
+        "etcd is not healthy: {detail}; a control plane cannot join until the existing members have a leader"
+    )]
+    EtcdUnhealthy {
+        /// What the members said.
+        detail: String,
+    },
+    /// A learner that never started blocks this node's learner.
+    #[error("{detail}")]
+    EtcdStaleLearner {
+        /// The member, and how to remove it.
+        detail: String,
+    },
+    /// This node's etcd learner did not catch up in time.
+    #[error("etcd learner not in sync: {detail}")]
+    EtcdLearnerNotInSync {
+        /// Progress seen.
+        detail: String,
+    },
+    /// etcd peers cannot be reached on their peer port.
+    #[error("etcd peer port unreachable: {detail}; open TCP 2380 between control planes")]
+    EtcdPeerUnreachable {
+        /// Which peers.
+        detail: String,
+    },
     /// systemd, the file system or another local service failed.
     #[error("{detail}")]
     Local {
@@ -170,6 +196,10 @@ impl Failure {
             Failure::Hang { .. } => "hang",
             Failure::KubeadmFailed { .. } => "kubeadm-failed",
             Failure::NodeNotRegistered { .. } => "node-not-registered",
+            Failure::EtcdUnhealthy { .. } => "etcd-unhealthy",
+            Failure::EtcdStaleLearner { .. } => "etcd-stale-learner",
+            Failure::EtcdLearnerNotInSync { .. } => "etcd-learner-not-in-sync",
+            Failure::EtcdPeerUnreachable { .. } => "etcd-peer-unreachable",
             Failure::Local { .. } => "local",
         }
     }
@@ -182,7 +212,8 @@ impl Failure {
             | Failure::HostNotReady { .. }
             | Failure::TokenInvalid { .. }
             | Failure::CaPinMismatch { .. }
-            | Failure::ClusterInfoInvalid { .. } => Policy::Stop,
+            | Failure::ClusterInfoInvalid { .. }
+            | Failure::EtcdStaleLearner { .. } => Policy::Stop,
             Failure::KubeadmPreflight { leftovers, .. } => {
                 if *leftovers {
                     Policy::Retry { cleanup: true }
@@ -192,6 +223,8 @@ impl Failure {
             }
             Failure::ApiServerUnreachable { .. }
             | Failure::ContainerdNotReady { .. }
+            | Failure::EtcdUnhealthy { .. }
+            | Failure::EtcdPeerUnreachable { .. }
             | Failure::Local { .. } => Policy::Retry { cleanup: false },
             Failure::NodeNameConflict { .. }
             | Failure::TlsBootstrapStuck { .. }
@@ -199,7 +232,8 @@ impl Failure {
             | Failure::KubeletStartFailed { .. }
             | Failure::Hang { .. }
             | Failure::KubeadmFailed { .. }
-            | Failure::NodeNotRegistered { .. } => Policy::Retry { cleanup: true },
+            | Failure::NodeNotRegistered { .. }
+            | Failure::EtcdLearnerNotInSync { .. } => Policy::Retry { cleanup: true },
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `Settings`, whose values are known good. Errors name the file, the key and the reason.
 
 use crate::paths::{ConfigSource, Paths};
-use crate::secret::BootstrapToken;
+use crate::secret::{BootstrapToken, Secret};
 use serde::Deserialize;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
@@ -55,6 +55,16 @@ struct Fragment {
     containerd: Option<ContainerdFragment>,
     kubelet: Option<KubeletFragment>,
     preflight: Option<PreflightFragment>,
+    etcd: Option<EtcdFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdFragment {
+    endpoints: Option<Vec<String>>,
+    remove_stale_learners: Option<bool>,
+    healthy_timeout: Option<String>,
+    learner_sync_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +76,11 @@ struct JoinFragment {
     ca_cert_hashes: Option<Vec<String>>,
     node_name: Option<String>,
     unsafe_skip_ca_verification: Option<bool>,
+    node_conflict_wait: Option<String>,
+    node_delete_kubeconfig: Option<PathBuf>,
+    control_plane: Option<bool>,
+    certificate_key_file: Option<PathBuf>,
+    advertise_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +112,8 @@ struct TimeoutsFragment {
 struct ContainerdFragment {
     socket: Option<PathBuf>,
     ready_timeout: Option<String>,
+    restart_when_not_ready: Option<bool>,
+    restart_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +146,17 @@ struct Merged {
     ca_cert_hashes: Option<Sourced<Vec<String>>>,
     node_name: Option<Sourced<String>>,
     unsafe_skip_ca_verification: Option<Sourced<bool>>,
+    node_conflict_wait: Option<Sourced<String>>,
+    node_delete_kubeconfig: Option<Sourced<PathBuf>>,
+    control_plane: Option<Sourced<bool>>,
+    certificate_key_file: Option<Sourced<PathBuf>>,
+    advertise_address: Option<Sourced<String>>,
+    restart_when_not_ready: Option<Sourced<bool>>,
+    restart_after: Option<Sourced<String>>,
+    remove_stale_learners: Option<Sourced<bool>>,
+    etcd_endpoints: Option<Sourced<Vec<String>>>,
+    etcd_healthy_timeout: Option<Sourced<String>>,
+    learner_sync_timeout: Option<Sourced<String>>,
     kubeadm_path: Option<Sourced<PathBuf>>,
     max_attempts: Option<Sourced<i64>>,
     initial_backoff: Option<Sourced<String>>,
@@ -180,6 +208,17 @@ impl Merged {
                 j.unsafe_skip_ca_verification,
                 file
             );
+            take!(self.node_conflict_wait, j.node_conflict_wait, file);
+            take!(self.node_delete_kubeconfig, j.node_delete_kubeconfig, file);
+            take!(self.control_plane, j.control_plane, file);
+            take!(self.certificate_key_file, j.certificate_key_file, file);
+            take!(self.advertise_address, j.advertise_address, file);
+        }
+        if let Some(e) = fragment.etcd {
+            take!(self.etcd_endpoints, e.endpoints, file);
+            take!(self.remove_stale_learners, e.remove_stale_learners, file);
+            take!(self.etcd_healthy_timeout, e.healthy_timeout, file);
+            take!(self.learner_sync_timeout, e.learner_sync_timeout, file);
         }
         if let Some(k) = fragment.kubeadm {
             take!(self.kubeadm_path, k.path, file);
@@ -199,6 +238,8 @@ impl Merged {
         if let Some(c) = fragment.containerd {
             take!(self.containerd_socket, c.socket, file);
             take!(self.containerd_ready_timeout, c.ready_timeout, file);
+            take!(self.restart_when_not_ready, c.restart_when_not_ready, file);
+            take!(self.restart_after, c.restart_after, file);
         }
         if let Some(k) = fragment.kubelet {
             take!(self.kubelet_unit, k.unit, file);
@@ -328,6 +369,41 @@ pub struct JoinSettings {
     pub node_name: String,
     /// Join without CA pinning.
     pub unsafe_skip_ca_verification: bool,
+    /// How long a Ready Node holding our name may block the join before the agent
+    /// concludes a live machine owns the name.
+    pub node_conflict_wait: Duration,
+    /// A kubeconfig allowed to delete a conflicting Node (never the bootstrap token);
+    /// `None`: never delete.
+    pub node_delete_kubeconfig: Option<PathBuf>,
+    /// Set for a control-plane join.
+    pub control_plane: Option<ControlPlaneSettings>,
+}
+
+/// `[join] control_plane = true` and its companions.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSettings {
+    /// The key that decrypts the control-plane certificates kubeadm downloads
+    /// (`kubeadm init phase upload-certs --upload-certs` prints it): 64 hex digits.
+    pub certificate_key: Secret,
+    /// The root-owned 0600 file it was read from.
+    pub certificate_key_file: PathBuf,
+    /// The address this control plane's API server and etcd advertise; `None` lets
+    /// kubeadm pick the default route's address.
+    pub advertise_address: Option<std::net::IpAddr>,
+}
+
+/// `[etcd]` (control-plane joins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// Client URLs of existing members to ask (`https://10.0.0.10:2379`). Default: the
+    /// API server's host on port 2379 (stacked etcd, as kubeadm sets it up).
+    pub endpoints: Vec<String>,
+    /// Remove learners that never started (opt-in: it changes cluster membership).
+    pub remove_stale_learners: bool,
+    /// How long to wait for the etcd cluster to have a healthy leader.
+    pub healthy_timeout: Duration,
+    /// How long a learner may take to catch up before promotion is given up.
+    pub learner_sync_timeout: Duration,
 }
 
 /// `[retry]`.
@@ -382,6 +458,11 @@ pub struct Settings {
     pub containerd_socket: PathBuf,
     /// `[containerd] ready_timeout`.
     pub containerd_ready_timeout: Duration,
+    /// `[containerd] restart_when_not_ready` with `restart_after`: restart containerd
+    /// once after it has not been ready for this long. `None`: never.
+    pub containerd_restart_after: Option<Duration>,
+    /// `[etcd]`.
+    pub etcd: EtcdSettings,
     /// `[kubelet] unit`.
     pub kubelet_unit: String,
     /// `[preflight]`.
@@ -406,6 +487,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "api-server",
     "dns",
     "leftovers",
+    "etcd",
 ];
 
 /// Reads, merges and validates the configuration below `paths`.
@@ -653,6 +735,111 @@ fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Settings, C
         }
     };
 
+    let node_conflict_wait = duration(&m.node_conflict_wait, "join.node_conflict_wait", "5m")?;
+    let node_delete_kubeconfig = match &m.node_delete_kubeconfig {
+        Some(s) if s.value.as_os_str().is_empty() => None,
+        Some(s) if !s.value.is_absolute() => {
+            return Err(ConfigError::new(
+                Some(&s.file),
+                "join.node_delete_kubeconfig",
+                format!("{:?} must be an absolute path", s.value),
+            ));
+        }
+        Some(s) => {
+            check_private(&paths.resolve(&s.value), "join.node_delete_kubeconfig")?;
+            Some(s.value.clone())
+        }
+        None => None,
+    };
+    let control_plane = if m.control_plane.as_ref().is_some_and(|s| s.value) {
+        let file = match &m.certificate_key_file {
+            Some(s) if s.value.is_absolute() => s,
+            Some(s) => {
+                return Err(ConfigError::new(
+                    Some(&s.file),
+                    "join.certificate_key_file",
+                    format!("{:?} must be an absolute path", s.value),
+                ));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    m.control_plane.as_ref().map(|s| s.file.as_path()),
+                    "join.certificate_key_file",
+                    "a control-plane join needs the certificate key: set certificate_key_file to a root-owned 0600 file holding the key `kubeadm init phase upload-certs --upload-certs` printed",
+                ));
+            }
+        };
+        let real = paths.resolve(&file.value);
+        check_private(&real, "join.certificate_key_file")?;
+        let text = std::fs::read_to_string(&real).map_err(|e| {
+            ConfigError::new(
+                Some(&real),
+                "join.certificate_key_file",
+                format!("cannot read: {e}"),
+            )
+        })?;
+        let key = text.trim();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError::new(
+                Some(&real),
+                "join.certificate_key_file",
+                "not a certificate key: expected 64 hex digits (32 bytes, as kubeadm prints it)",
+            ));
+        }
+        let advertise_address = match &m.advertise_address {
+            Some(s) if !s.value.is_empty() => Some(s.value.parse().map_err(|_| {
+                ConfigError::new(
+                    Some(&s.file),
+                    "join.advertise_address",
+                    format!("{:?} is not an IP address", s.value),
+                )
+            })?),
+            _ => None,
+        };
+        Some(ControlPlaneSettings {
+            certificate_key: Secret::new(key.to_ascii_lowercase()),
+            certificate_key_file: file.value.clone(),
+            advertise_address,
+        })
+    } else {
+        None
+    };
+    let containerd_restart_after = if m.restart_when_not_ready.as_ref().is_some_and(|s| s.value) {
+        Some(duration(
+            &m.restart_after,
+            "containerd.restart_after",
+            "2m",
+        )?)
+    } else {
+        None
+    };
+    let mut endpoints = Vec::new();
+    if let Some(s) = &m.etcd_endpoints {
+        for (i, url) in s.value.iter().enumerate() {
+            let ok = url
+                .strip_prefix("https://")
+                .and_then(|rest| Endpoint::parse(rest.trim_end_matches('/')).ok())
+                .is_some();
+            if !ok {
+                return Err(ConfigError::new(
+                    Some(&s.file),
+                    &format!("etcd.endpoints[{i}]"),
+                    format!("{url:?} is not an etcd client URL like \"https://10.0.0.10:2379\""),
+                ));
+            }
+            endpoints.push(url.trim_end_matches('/').to_string());
+        }
+    }
+    if endpoints.is_empty() {
+        endpoints.push(format!("https://{}:2379", api_server.url_host()));
+    }
+    let etcd = EtcdSettings {
+        endpoints,
+        remove_stale_learners: m.remove_stale_learners.as_ref().is_some_and(|s| s.value),
+        healthy_timeout: duration(&m.etcd_healthy_timeout, "etcd.healthy_timeout", "5m")?,
+        learner_sync_timeout: duration(&m.learner_sync_timeout, "etcd.learner_sync_timeout", "5m")?,
+    };
+
     let kubeadm_path = m
         .kubeadm_path
         .as_ref()
@@ -761,6 +948,9 @@ fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Settings, C
             ca_pins,
             node_name,
             unsafe_skip_ca_verification: unsafe_skip,
+            node_conflict_wait,
+            node_delete_kubeconfig,
+            control_plane,
         },
         kubeadm_path,
         retry: RetrySettings {
@@ -771,6 +961,8 @@ fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Settings, C
         timeouts,
         containerd_socket,
         containerd_ready_timeout,
+        containerd_restart_after,
+        etcd,
         kubelet_unit,
         preflight,
         files: m.files,

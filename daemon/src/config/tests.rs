@@ -360,3 +360,52 @@ fn endpoints_parse() {
     assert!(Endpoint::parse(":6443").is_err());
     assert!(Endpoint::parse("cp:65536").is_err());
 }
+
+#[test]
+fn control_plane_needs_a_private_certificate_key() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/60-cp.toml",
+        "[join]\ncontrol_plane = true\n",
+        0o644,
+    );
+    let e = root.load().unwrap_err();
+    assert_eq!(e.key, "join.certificate_key_file");
+    root.write(
+        "/etc/kube-join-agent/config.d/60-cp.toml",
+        "[join]\ncontrol_plane = true\ncertificate_key_file = \"/etc/kube-join-agent/certificate-key\"\nadvertise_address = \"10.0.0.11\"\n",
+        0o644,
+    );
+    let key = "0f".repeat(32);
+    let f = root.write("/etc/kube-join-agent/certificate-key", &key, 0o640);
+    assert!(root.load().unwrap_err().reason.contains("chmod 600"));
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    let s = root.load().unwrap();
+    let cp = s.join.control_plane.unwrap();
+    assert_eq!(cp.certificate_key.expose(), key);
+    assert_eq!(cp.advertise_address, Some("10.0.0.11".parse().unwrap()));
+    assert!(!format!("{cp:?}").contains(&key));
+    root.write("/etc/kube-join-agent/certificate-key", "abc", 0o600);
+    let e = root.load().unwrap_err();
+    assert!(e.reason.contains("64 hex digits") && !e.to_string().contains("abc\""));
+}
+
+#[test]
+fn remediation_and_etcd_keys() {
+    let s = Root::valid().load().unwrap();
+    assert_eq!(s.containerd_restart_after, None);
+    assert!(!s.etcd.remove_stale_learners);
+    assert_eq!(s.join.node_conflict_wait, Duration::from_secs(300));
+    assert!(s.join.node_delete_kubeconfig.is_none());
+    assert!(s.join.control_plane.is_none());
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/60-x.toml",
+        "[containerd]\nrestart_when_not_ready = true\nrestart_after = \"30s\"\n[etcd]\nremove_stale_learners = true\nlearner_sync_timeout = \"1m\"\n",
+        0o644,
+    );
+    let s = root.load().unwrap();
+    assert_eq!(s.containerd_restart_after, Some(Duration::from_secs(30)));
+    assert!(s.etcd.remove_stale_learners);
+    assert_eq!(s.etcd.learner_sync_timeout, Duration::from_secs(60));
+}

@@ -63,6 +63,17 @@ pub struct JoinConfigInput<'a> {
     pub discovery_timeout: Duration,
     /// kubeadm's TLS bootstrap timeout (v1beta4 only; earlier versions fix it at 5m).
     pub tls_bootstrap_timeout: Duration,
+    /// Set for a control-plane join.
+    pub control_plane: Option<ControlPlaneInput<'a>>,
+}
+
+/// The `controlPlane` section of a control-plane join.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneInput<'a> {
+    /// Decrypts the certificates kubeadm downloads.
+    pub certificate_key: &'a crate::secret::Secret,
+    /// The address to advertise; `None` lets kubeadm choose.
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Serialize)]
@@ -73,7 +84,24 @@ struct JoinConfiguration {
     discovery: Discovery,
     node_registration: NodeRegistration,
     #[serde(skip_serializing_if = "Option::is_none")]
+    control_plane: Option<ControlPlane>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     timeouts: Option<Timeouts>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ControlPlane {
+    certificate_key: String,
+    #[serde(rename = "localAPIEndpoint", skip_serializing_if = "Option::is_none")]
+    local_api_endpoint: Option<LocalApiEndpoint>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LocalApiEndpoint {
+    advertise_address: String,
+    bind_port: u16,
 }
 
 #[derive(Serialize)]
@@ -141,6 +169,13 @@ pub fn render(api: ConfigApi, input: &JoinConfigInput<'_>) -> String {
                 _ => format!("unix://{socket}"),
             },
         },
+        control_plane: input.control_plane.as_ref().map(|cp| ControlPlane {
+            certificate_key: cp.certificate_key.expose().to_string(),
+            local_api_endpoint: cp.advertise_address.map(|a| LocalApiEndpoint {
+                advertise_address: a.to_string(),
+                bind_port: 6443,
+            }),
+        }),
         timeouts: (api == ConfigApi::V1beta4).then(|| Timeouts {
             discovery: go_duration(input.discovery_timeout),
             tls_bootstrap: go_duration(input.tls_bootstrap_timeout),

@@ -6,7 +6,7 @@ pub mod outcome;
 pub mod supervisor;
 pub mod version;
 
-pub use join_config::{ConfigApi, JoinConfigInput, render, write_private};
+pub use join_config::{ConfigApi, ControlPlaneInput, JoinConfigInput, render, write_private};
 pub use outcome::classify;
 pub use supervisor::{Finished, Killed, Limits, run};
 pub use version::{KubeadmVersion, query_version};

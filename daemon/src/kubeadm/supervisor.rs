@@ -77,15 +77,16 @@ impl Finished {
     }
 }
 
-/// Runs `program args`, forwarding each line (with `secret` redacted) to the log when
+/// Runs `program args`, forwarding each line (with `secrets` redacted) to the log when
 /// `forward` is set. Returns when the child exits or has been killed.
 pub async fn run(
     program: &Path,
     args: &[String],
     limits: Limits,
-    secret: &Secret,
+    secrets: &[&Secret],
     forward: bool,
 ) -> Result<Finished, Failure> {
+    let redact = |text: &str| secrets.iter().fold(text.to_string(), |t, s| s.redact(&t));
     let started = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -139,7 +140,7 @@ pub async fn run(
             line = rx.recv(), if open => match line {
                 Some(mut line) => {
                     last_progress = Instant::now();
-                    line.text = secret.redact(&line.text);
+                    line.text = redact(&line.text);
                     if forward {
                         tracing::info!(kubeadm_stream = line.stream, "{name}: {}", line.text);
                     }
@@ -164,7 +165,7 @@ pub async fn run(
     // Collect what is still buffered in the pipes (bounded: helpers may hold them open).
     let drain = async {
         while let Some(mut line) = rx.recv().await {
-            line.text = secret.redact(&line.text);
+            line.text = redact(&line.text);
             if forward {
                 tracing::info!(kubeadm_stream = line.stream, "{name}: {}", line.text);
             }
@@ -257,7 +258,10 @@ mod tests {
             Path::new("/bin/sh"),
             &["-c".to_string(), script.to_string()],
             limits,
-            &Secret::new("0123456789abcdef"),
+            &[
+                &Secret::new("0123456789abcdef"),
+                &Secret::new("00ff".repeat(16).as_str()),
+            ],
             false,
         ))
         .unwrap()
@@ -284,9 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn redacts_the_secret_from_output() {
-        let f = sh("echo token abcdef.0123456789abcdef", GENEROUS);
-        assert_eq!(f.output[0].text, "token abcdef.<redacted>");
+    fn redacts_the_secrets_from_output() {
+        let f = sh(
+            &format!(
+                "echo token abcdef.0123456789abcdef key {}",
+                "00ff".repeat(16)
+            ),
+            GENEROUS,
+        );
+        assert_eq!(f.output[0].text, "token abcdef.<redacted> key <redacted>");
     }
 
     #[test]
@@ -351,7 +361,7 @@ mod tests {
                 Path::new("/nonexistent/kubeadm"),
                 &[],
                 GENEROUS,
-                &Secret::new(""),
+                &[],
                 false,
             ))
             .unwrap_err();

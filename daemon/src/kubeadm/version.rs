@@ -2,7 +2,6 @@
 
 use super::supervisor::{Limits, run};
 use crate::failure::Failure;
-use crate::secret::Secret;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -52,7 +51,7 @@ pub async fn query_version(kubeadm: &Path) -> Result<KubeadmVersion, Failure> {
         no_progress: Duration::from_secs(30),
     };
     let args = ["version".to_string(), "-o".to_string(), "short".to_string()];
-    let finished = run(kubeadm, &args, limits, &Secret::new(""), false).await?;
+    let finished = run(kubeadm, &args, limits, &[], false).await?;
     if finished.code != Some(0) {
         if finished.code == Some(127) || finished.code == Some(126) {
             return Err(Failure::KubeadmMissing {

@@ -26,9 +26,11 @@
 pub mod artifacts;
 pub mod cmd;
 pub mod control_plane;
+pub mod etcd;
 pub mod install;
 pub mod netns;
 pub mod node;
+pub mod package;
 pub mod paths;
 pub mod wait;
 

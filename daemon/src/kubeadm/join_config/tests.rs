@@ -16,6 +16,7 @@ fn input<'a>(
         cri_socket: Path::new("/run/containerd/containerd.sock"),
         discovery_timeout: Duration::from_secs(300),
         tls_bootstrap_timeout: Duration::from_secs(240),
+        control_plane: None,
     }
 }
 
@@ -119,4 +120,33 @@ fn written_private_even_over_a_world_readable_file() {
         std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
         0o700
     );
+}
+
+#[test]
+fn control_plane_section() {
+    let ep = Endpoint::parse("10.0.0.10:6443").unwrap();
+    let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+    let key = crate::secret::Secret::new("ab".repeat(32));
+    let mut i = input(&ep, &token, &[]);
+    i.unsafe_skip_ca_verification = true;
+    i.control_plane = Some(ControlPlaneInput {
+        certificate_key: &key,
+        advertise_address: Some("10.0.0.11".parse().unwrap()),
+    });
+    let v: Value = serde_norway::from_str(&render(ConfigApi::V1beta3, &i)).unwrap();
+    assert_eq!(
+        get(&v, "controlPlane.certificateKey").as_str(),
+        Some(key.expose())
+    );
+    assert_eq!(
+        get(&v, "controlPlane.localAPIEndpoint.advertiseAddress").as_str(),
+        Some("10.0.0.11")
+    );
+    assert_eq!(
+        get(&v, "controlPlane.localAPIEndpoint.bindPort").as_u64(),
+        Some(6443)
+    );
+    i.control_plane = None;
+    let v: Value = serde_norway::from_str(&render(ConfigApi::V1beta3, &i)).unwrap();
+    assert!(get(&v, "controlPlane").is_null());
 }

@@ -1,0 +1,1 @@
+//! The control-plane join: kubeadm phase by phase, with etcd checked between phases.

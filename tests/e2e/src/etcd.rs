@@ -1,0 +1,1 @@
+//! etcd fixtures for control-plane scenarios: real etcd members on loopback with TLS like kubeadm's.

@@ -1,0 +1,1 @@
+//! Installing the built .deb/.rpm into test nodes, as users do.
