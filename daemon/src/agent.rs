@@ -520,7 +520,8 @@ impl Agent {
         }
     }
 
-    /// kubeadm join, with the handoff to kubelet the moment its files are valid.
+    /// kubeadm join (whole, or phase by phase for a control plane), with the handoff to
+    /// kubelet the moment its files are valid.
     async fn join(&self, version: KubeadmVersion, cluster: &ClusterInfo) -> Result<(), Failure> {
         let s = &self.settings;
         let api = ConfigApi::for_version(version);
@@ -548,19 +549,67 @@ impl Agent {
         kubeadm::write_private(&config_path, &yaml).map_err(|e| Failure::Local {
             detail: format!("writing {}: {e}", config_path.display()),
         })?;
-        let args = vec![
-            "join".to_string(),
-            "--config".to_string(),
-            config_path.display().to_string(),
-        ];
+        let config = config_path.display().to_string();
+        let result = if s.join.control_plane.is_some() {
+            let job = crate::control_plane::ControlPlaneJoin {
+                paths: &self.paths,
+                settings: s,
+                config_path: &config_path,
+            };
+            crate::control_plane::join(&job, async |args: Vec<String>| {
+                // A whole join, or its kubelet-start phase, writes the kubelet files.
+                let whole = !args.iter().any(|a| a == "phase");
+                let handoff = whole || args.iter().any(|a| a == "kubelet-start");
+                self.run_kubeadm(&args, handoff.then_some(cluster)).await
+            })
+            .await
+        } else {
+            let args = vec!["join".to_string(), "--config".to_string(), config];
+            self.run_kubeadm(&args, Some(cluster)).await
+        };
+        // The file holds the token: keep it on disk no longer than kubeadm needs it.
+        let _ = std::fs::remove_file(&config_path);
+        result?;
+        if !self.gate().kubelet_active().await? {
+            // kubeadm succeeded without the agent seeing valid files (an older kubeadm
+            // that waits differently): validate now and hand off.
+            kubelet::wait_for_kubelet_files(
+                &self.paths,
+                &cluster.ca,
+                Instant::now() + Duration::from_secs(10),
+            )
+            .await?;
+            self.enter(Phase::Handoff, &format!("starting {}", s.kubelet_unit));
+            self.gate().open().await?;
+        }
+        Ok(())
+    }
+
+    /// One supervised kubeadm run, classified. With `handoff`, kubelet is started the
+    /// moment kubeadm's kubelet files are valid, while kubeadm waits for it.
+    async fn run_kubeadm(
+        &self,
+        args: &[String],
+        handoff: Option<&ClusterInfo>,
+    ) -> Result<(), Failure> {
+        let s = &self.settings;
         let limits = Limits {
             deadline: s.timeouts.join_phase,
             no_progress: s.timeouts.no_progress,
         };
         let secrets = self.secrets();
-        let run = kubeadm::run(&s.kubeadm_path, &args, limits, &secrets, true);
+        info!(
+            phase = Phase::Join.name(),
+            "running {} {}",
+            s.kubeadm_path.display(),
+            args.join(" ")
+        );
+        let run = kubeadm::run(&s.kubeadm_path, args, limits, &secrets, true);
         let deadline = Instant::now() + s.timeouts.join_phase;
         let handoff = async {
+            let Some(cluster) = handoff else {
+                return std::future::pending().await;
+            };
             kubelet::wait_for_kubelet_files(&self.paths, &cluster.ca, deadline).await?;
             self.enter(
                 Phase::Handoff,
@@ -585,8 +634,6 @@ impl Agent {
                 }
             }
         };
-        // The file holds the token: keep it on disk no longer than kubeadm needs it.
-        let _ = std::fs::remove_file(&config_path);
         let finished = finished?;
         info!(
             phase = Phase::Join.name(),
@@ -602,20 +649,7 @@ impl Agent {
             &s.join.node_name,
             s.join.token.id(),
             &s.join.token_source.to_string(),
-        )?;
-        if !handed_off {
-            // kubeadm succeeded without the agent seeing valid files (an older kubeadm
-            // that waits differently): validate now and hand off.
-            kubelet::wait_for_kubelet_files(
-                &self.paths,
-                &cluster.ca,
-                Instant::now() + Duration::from_secs(10),
-            )
-            .await?;
-            self.enter(Phase::Handoff, &format!("starting {}", s.kubelet_unit));
-            self.gate().open().await?;
-        }
-        Ok(())
+        )
     }
 
     async fn verify(&self, joined: Joined) -> Result<Joined, Failure> {
