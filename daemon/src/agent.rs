@@ -8,19 +8,22 @@
 //! (failure.rs), logged once with its cause and fix (`FAILURE=`), kubelet is gated again,
 //! and the policy decides: clean up and retry after a full-jitter backoff, or stop.
 
+use crate::apiserver::ApiClient;
 use crate::backoff;
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{self, ConfigError, Settings, TokenSource};
 use crate::discovery::{self, ClusterInfo, DiscoveryError};
 use crate::failure::{Failure, Policy};
 use crate::kubeadm::{self, ConfigApi, JoinConfigInput, KubeadmVersion, Limits};
-use crate::kubelet::{self, Gate, KubeletCredentials, tls::KubeletView};
+use crate::kubelet::{self, Gate, KubeletCredentials, KubeletView};
 use crate::node;
+use crate::paths::ConfigSource;
 use crate::paths::Paths;
 use crate::pki;
 use crate::preflight::{self, Verdict};
 use crate::state::{self, State};
 use crate::systemd::Systemd;
 use crate::telemetry;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -80,6 +83,8 @@ pub enum Exit {
     Restart = 1,
 }
 
+/// The runtime's unit, restarted by the optional remediation.
+const CONTAINERD_UNIT: &str = "containerd.service";
 /// Transient waits inside a phase poll at this pace, at most.
 const MAX_POLL: Duration = Duration::from_secs(10);
 /// A token created moments ago is signed within seconds by the controller manager's
@@ -185,6 +190,13 @@ impl Agent {
                 Ok(s) => self.settings = s,
                 Err(exit) => return exit,
             }
+            let stamp = config_stamp(&self.settings);
+            let mut state = self.state.lock().expect("state lock");
+            if state.config_fingerprint != stamp {
+                // A fixed configuration (a new token) gets a fresh retry budget.
+                state.attempt = 0;
+                state.config_fingerprint = stamp;
+            }
         }
     }
 
@@ -272,6 +284,8 @@ impl Agent {
         );
         let cluster = self.discovery().await?;
 
+        self.settle_node_name(&cluster).await?;
+
         let leftovers = preflight::leftovers::present(&self.paths);
         if !leftovers.is_empty() {
             warn!(
@@ -304,9 +318,7 @@ impl Agent {
             &cluster.ca,
             &s.join.node_name,
             Instant::now() + s.timeouts.tls_bootstrap,
-            async || KubeletView {
-                active: self.gate().kubelet_active().await.unwrap_or(false),
-            },
+            async || self.kubelet_view(&cluster).await,
         )
         .await?;
         info!(
@@ -395,8 +407,18 @@ impl Agent {
             s.kubeadm_path.display()
         );
 
+        for finding in
+            preflight::downgrade(vec![self.kubelet_flags().await], &s.preflight.warn_only)
+        {
+            log_finding(&finding);
+            if matches!(finding.verdict, Verdict::Fail { .. }) {
+                return Err(failure_of(&finding));
+            }
+        }
+
         // Waitable checks: the runtime and the API server may simply not be up yet.
         let started = Instant::now();
+        let mut restarted_containerd = false;
         let mut pause = Duration::from_secs(1);
         let mut last_reported = String::new();
         loop {
@@ -419,6 +441,29 @@ impl Agent {
                 let Verdict::Wait(why) = &f.verdict else {
                     continue;
                 };
+                if f.check == "container-runtime"
+                    && !restarted_containerd
+                    && s.containerd_restart_after
+                        .is_some_and(|after| waited >= after)
+                {
+                    restarted_containerd = true;
+                    warn!(
+                        phase = Phase::Preflight.name(),
+                        "containerd has not been ready for {} ({why}): restarting containerd.service (containerd.restart_when_not_ready)",
+                        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    );
+                    match self
+                        .systemd
+                        .restart(CONTAINERD_UNIT, Duration::from_secs(90))
+                        .await
+                    {
+                        Ok(()) => info!(
+                            phase = Phase::Preflight.name(),
+                            "containerd.service restarted"
+                        ),
+                        Err(e) => warn!("restarting containerd.service failed: {e}"),
+                    }
+                }
                 if f.check == "container-runtime" && waited >= s.containerd_ready_timeout {
                     return Err(Failure::ContainerdNotReady {
                         detail: why.clone(),
@@ -444,6 +489,40 @@ impl Agent {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+
+    /// kubelet must be started with a kubeconfig (kubeadm's drop-in passes
+    /// --bootstrap-kubeconfig and --kubeconfig), or after the join it runs standalone.
+    async fn kubelet_flags(&self) -> preflight::Finding {
+        let unit = &self.settings.kubelet_unit;
+        let verdict = match self.systemd.unit_info(unit).await {
+            Err(e) => Verdict::Warn {
+                reason: e.to_string(),
+                fix: "check that systemd answers on D-Bus".into(),
+            },
+            Ok(info) => {
+                let mut files: Vec<PathBuf> = info
+                    .drop_in_paths
+                    .iter()
+                    .map(|p| self.paths.resolve(Path::new(p)))
+                    .collect();
+                if !info.fragment_path.is_empty() {
+                    files.push(self.paths.resolve(Path::new(&info.fragment_path)));
+                }
+                // kubeadm's drop-in reads these environment files for extra flags.
+                files.push(self.paths.at("/etc/default/kubelet"));
+                files.push(self.paths.at("/etc/sysconfig/kubelet"));
+                let texts: Vec<String> = files
+                    .iter()
+                    .filter_map(|f| std::fs::read_to_string(f).ok())
+                    .collect();
+                preflight::kubelet_unit::verdict(unit, &texts)
+            }
+        };
+        preflight::Finding {
+            check: "kubelet-flags",
+            verdict,
         }
     }
 
@@ -606,8 +685,9 @@ impl Agent {
         );
         let run = kubeadm::run(&s.kubeadm_path, args, limits, &secrets, true);
         let deadline = Instant::now() + s.timeouts.join_phase;
+        let cluster = handoff;
         let handoff = async {
-            let Some(cluster) = handoff else {
+            let Some(cluster) = cluster else {
                 return std::future::pending().await;
             };
             kubelet::wait_for_kubelet_files(&self.paths, &cluster.ca, deadline).await?;
@@ -644,12 +724,137 @@ impl Agent {
                 .unwrap_or_else(|| format!("signal {}", finished.signal.unwrap_or(0))),
             finished.elapsed.as_secs_f64()
         );
-        kubeadm::classify(
+        match kubeadm::classify(
             &finished,
             &s.join.node_name,
             s.join.token.id(),
             &s.join.token_source.to_string(),
-        )
+        ) {
+            Err(Failure::TlsBootstrapStuck { detail }) => {
+                let seen = match cluster {
+                    Some(cluster) => self.kubelet_view(cluster).await,
+                    None => KubeletView::default(),
+                };
+                let why = kubelet::tls::diagnose(&self.paths, None, &seen);
+                Err(Failure::TlsBootstrapStuck {
+                    detail: format!("{detail}; {why}"),
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// What the kubelet is doing: running, with or without a kubeconfig, and which of
+    /// its certificate signing requests are still pending.
+    async fn kubelet_view(&self, cluster: &ClusterInfo) -> KubeletView {
+        let s = &self.settings;
+        let active = self.gate().kubelet_active().await.unwrap_or(false);
+        let cmdline = match self.systemd.main_pid(&s.kubelet_unit).await {
+            Ok(Some(pid)) => {
+                std::fs::read(self.paths.proc().join(pid.to_string()).join("cmdline")).ok()
+            }
+            _ => None,
+        };
+        let started_without_kubeconfig =
+            cmdline.is_some_and(|c| !kubelet::tls::cmdline_has_kubeconfig(&c));
+        let username = format!("system:bootstrap:{}", s.join.token.id());
+        let pending_csrs =
+            match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
+                Ok(client) => client.pending_csrs(&username).await.unwrap_or_else(|e| {
+                    warn!("cannot list certificate signing requests: {e}");
+                    Vec::new()
+                }),
+                Err(e) => {
+                    warn!("{e}");
+                    Vec::new()
+                }
+            };
+        KubeletView {
+            active,
+            started_without_kubeconfig,
+            pending_csrs,
+        }
+    }
+
+    /// kubeadm refuses a name held by a Ready Node. A reset machine's old Node turns
+    /// NotReady within about 40 s (node lease), so wait for that rather than fail; a
+    /// Node that stays Ready is a live machine, and deleting it would be wrong.
+    async fn settle_node_name(&self, cluster: &ClusterInfo) -> Result<(), Failure> {
+        let s = &self.settings;
+        let name = &s.join.node_name;
+        let client = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
+            Ok(client) => client,
+            Err(e) => {
+                warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        let mut reported = false;
+        loop {
+            match client.node(name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(node)) if node.ready != "True" => {
+                    info!(
+                        phase = Phase::Discovery.name(),
+                        "a Node named \"{name}\" exists and is not Ready (Ready={}): this machine takes the name over, as kubeadm does",
+                        if node.ready.is_empty() {
+                            "not reported"
+                        } else {
+                            node.ready.as_str()
+                        }
+                    );
+                    if let Some(kubeconfig) = &s.join.node_delete_kubeconfig {
+                        let deleted = match ApiClient::from_kubeconfig(
+                            &self.paths,
+                            kubeconfig,
+                            &cluster.ca,
+                        ) {
+                            Ok(admin) => admin.delete_node(name).await,
+                            Err(e) => Err(e),
+                        };
+                        match deleted {
+                            Ok(()) => info!(
+                                "deleted the stale Node \"{name}\" (join.node_delete_kubeconfig) so this machine registers a fresh one"
+                            ),
+                            Err(e) => warn!(
+                                "could not delete the stale Node \"{name}\": {e}; kubeadm reuses it"
+                            ),
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(Some(node)) => {
+                    if started.elapsed() >= s.join.node_conflict_wait {
+                        return Err(Failure::NodeNameTaken {
+                            node: name.clone(),
+                            waited: s.join.node_conflict_wait,
+                        });
+                    }
+                    if !reported {
+                        warn!(
+                            phase = Phase::Discovery.name(),
+                            "a Node named \"{name}\" already exists and is Ready (last heartbeat {}): kubeadm would refuse to join; if this machine was reset, its old Node turns NotReady about 40 s after the old kubelet stopped; waiting up to {} for that",
+                            if node.last_heartbeat.is_empty() {
+                                "unknown"
+                            } else {
+                                node.last_heartbeat.as_str()
+                            },
+                            humantime::format_duration(s.join.node_conflict_wait)
+                        );
+                        telemetry::notify_status(&format!(
+                            "discovery: waiting for the Ready Node \"{name}\" to turn NotReady"
+                        ));
+                        reported = true;
+                    }
+                }
+                Err(e) => {
+                    warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
     }
 
     async fn verify(&self, joined: Joined) -> Result<Joined, Failure> {
@@ -688,12 +893,36 @@ impl Agent {
         Ok(joined)
     }
 
-    /// Classify, log once, re-gate kubelet, then clean up and back off, or stop.
+    /// Classify, log once (cause, fix, and what happens next), clean up, gate kubelet
+    /// again, then back off and retry, wait for a new token, or stop.
     async fn after_failure(&self, failure: Failure, attempt: u32) -> Option<Exit> {
         let s = &self.settings;
+        let policy = failure.policy();
+        let exhausted = matches!(policy, Policy::Retry { .. }) && attempt >= s.retry.max_attempts;
+        let delay = backoff::delay(s.retry.initial_backoff, s.retry.max_backoff, attempt);
+        let next = match policy {
+            Policy::Stop => {
+                "not retrying: this needs an operator; kubelet stays masked".to_string()
+            }
+            Policy::Retry { .. } if exhausted => format!(
+                "giving up: retry.max_attempts ({}) reached; kubelet stays masked",
+                s.retry.max_attempts
+            ),
+            Policy::Retry { cleanup } => format!(
+                "{}retrying in {:.1}s (attempt {} of {})",
+                if cleanup { "cleaning up, " } else { "" },
+                delay.as_secs_f64(),
+                attempt + 1,
+                s.retry.max_attempts
+            ),
+            Policy::WaitForNewToken => format!(
+                "waiting for a new token in {} (or SIGHUP after changing the configuration); kubelet stays masked",
+                s.join.token_source
+            ),
+        };
         error!(
             failure = failure.class(),
-            "attempt {attempt} failed: {failure}"
+            "attempt {attempt} failed: {failure}; {next}"
         );
         {
             let mut state = self.state.lock().expect("state lock");
@@ -703,31 +932,23 @@ impl Agent {
                 warn!("cannot save state: {e}");
             }
         }
-        let policy = failure.policy();
-        let cleanup = matches!(policy, Policy::Retry { cleanup: true });
-        if cleanup && let Err(e) = self.reset().await {
+        if matches!(policy, Policy::Retry { cleanup: true })
+            && !exhausted
+            && let Err(e) = self.reset().await
+        {
             warn!("cleanup after the failed attempt failed: {e}");
         }
         // Whatever happened, kubelet must not run without a valid configuration.
-        match self.gate().close().await {
-            Ok(_) => info!("{} stopped and masked again", s.kubelet_unit),
-            Err(e) => warn!("cannot gate {} after the failure: {e}", s.kubelet_unit),
+        if let Err(e) = self.gate().close().await {
+            warn!("cannot gate {} after the failure: {e}", s.kubelet_unit);
         }
         self.ready();
         match policy {
             Policy::Stop => {
-                error!(
-                    failure = failure.class(),
-                    "not retrying: this needs an operator. {failure}"
-                );
                 telemetry::notify_status(&format!("stopped ({}): {failure}", failure.class()));
                 Some(Exit::Config)
             }
-            Policy::Retry { .. } if attempt >= s.retry.max_attempts => {
-                error!(
-                    failure = failure.class(),
-                    "giving up after {attempt} attempts (retry.max_attempts); last failure: {failure}"
-                );
+            Policy::Retry { .. } if exhausted => {
                 telemetry::notify_status(&format!(
                     "gave up after {attempt} attempts ({}): {failure}",
                     failure.class()
@@ -735,20 +956,70 @@ impl Agent {
                 Some(Exit::GaveUp)
             }
             Policy::Retry { .. } => {
-                let delay = backoff::delay(s.retry.initial_backoff, s.retry.max_backoff, attempt);
-                info!(
-                    "retrying in {:.1}s (attempt {} of {})",
-                    delay.as_secs_f64(),
-                    attempt + 1,
-                    s.retry.max_attempts
-                );
                 telemetry::notify_status(&format!(
                     "retrying in {}s after {}",
                     delay.as_secs(),
                     failure.class()
                 ));
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = reload_requested() => info!("SIGHUP: retrying now"),
+                }
                 None
+            }
+            Policy::WaitForNewToken => {
+                telemetry::notify_status(&format!("waiting for a new bootstrap token: {failure}"));
+                self.wait_for_new_token().await;
+                None
+            }
+        }
+    }
+
+    /// Returns once the configuration names a different token than the dead one.
+    async fn wait_for_new_token(&self) {
+        let dead = self.settings.join.token.clone();
+        let mut dirs: Vec<PathBuf> = self
+            .paths
+            .config_sources()
+            .into_iter()
+            .map(|source| match source {
+                ConfigSource::Dir(d) => d,
+                ConfigSource::File(f) => f.parent().map(PathBuf::from).unwrap_or(f),
+            })
+            .collect();
+        if let TokenSource::File(file) = &self.settings.join.token_source
+            && let Some(parent) = self.paths.resolve(file).parent()
+        {
+            dirs.push(parent.to_path_buf());
+        }
+        let mut events = watch_dirs(&dirs);
+        let mut last_error = String::new();
+        loop {
+            tokio::select! {
+                _ = next_event(&mut events) => {}
+                _ = reload_requested() => info!("SIGHUP: rereading the configuration"),
+                // Editors and config management may write where no watch reaches.
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+            match config::load(&self.paths) {
+                Ok(fresh) if fresh.join.token != dead => {
+                    info!(
+                        "a new bootstrap token (id \"{}\") is configured: joining again",
+                        fresh.join.token.id()
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last_error {
+                        warn!(
+                            failure = "config-invalid",
+                            "the changed configuration is not valid, still waiting: {text}"
+                        );
+                        last_error = text;
+                    }
+                }
             }
         }
     }
@@ -808,6 +1079,44 @@ impl Agent {
                 ),
             }
         }
+    }
+}
+
+static RELOAD: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+
+/// Asks a waiting agent to reread its configuration now (SIGHUP).
+pub fn request_reload() {
+    RELOAD.get_or_init(tokio::sync::Notify::new).notify_one();
+}
+
+async fn reload_requested() {
+    RELOAD
+        .get_or_init(tokio::sync::Notify::new)
+        .notified()
+        .await;
+}
+
+/// inotify on the directories that exist (missing ones are skipped, not created).
+fn watch_dirs(dirs: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
+    let inotify = inotify::Inotify::init().ok()?;
+    let mask = inotify::WatchMask::CREATE
+        | inotify::WatchMask::CLOSE_WRITE
+        | inotify::WatchMask::MOVED_TO
+        | inotify::WatchMask::DELETE
+        | inotify::WatchMask::ATTRIB;
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let _ = inotify.watches().add(dir, mask);
+    }
+    inotify.into_event_stream(vec![0u8; 4096]).ok()
+}
+
+async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
+    use futures_util::StreamExt;
+    match events {
+        Some(stream) => {
+            let _ = stream.next().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

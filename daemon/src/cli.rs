@@ -77,8 +77,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-/// The daemon until SIGTERM/SIGINT. SIGHUP is accepted and ignored here: the agent
-/// rereads its configuration at every attempt anyway.
+/// The daemon until SIGTERM/SIGINT. SIGHUP makes a waiting agent reread its
+/// configuration now (it rereads it at every attempt anyway).
 async fn run_until_signalled(paths: Paths) -> Exit {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -91,7 +91,7 @@ async fn run_until_signalled(paths: Paths) -> Exit {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: the configuration is reread at the next attempt");
+            agent::request_reload();
         }
     });
     let stop = async {

@@ -14,6 +14,9 @@ pub enum Policy {
     },
     /// No retry can succeed without the operator: stop with the diagnosis.
     Stop,
+    /// Only a new bootstrap token helps: keep kubelet gated and wait for the
+    /// configuration to change (a new token file, a new fragment, or SIGHUP).
+    WaitForNewToken,
 }
 
 /// One failed join attempt, classified.
@@ -100,6 +103,14 @@ pub enum Failure {
     NodeNameConflict {
         /// The name.
         node: String,
+    },
+    /// A Node with this name stayed Ready for longer than a reset machine's would.
+    #[error("a Node named \"{node}\" has been Ready for the {} the agent waited (join.node_conflict_wait): a live machine holds this name; give this node another name (join.node_name) or retire the other machine, then restart kube-join-agent", humantime::format_duration(*waited))]
+    NodeNameTaken {
+        /// The name.
+        node: String,
+        /// How long the agent waited for it to turn NotReady.
+        waited: Duration,
     },
     /// The kubelet did not complete TLS bootstrap in time.
     #[error("kubelet TLS bootstrap did not finish: {detail}")]
@@ -189,7 +200,9 @@ impl Failure {
             Failure::ClusterInfoInvalid { .. } => "cluster-info-invalid",
             Failure::ApiServerUnreachable { .. } => "api-server-unreachable",
             Failure::ContainerdNotReady { .. } => "containerd-not-ready",
-            Failure::NodeNameConflict { .. } => "node-name-conflict",
+            Failure::NodeNameConflict { .. } | Failure::NodeNameTaken { .. } => {
+                "node-name-conflict"
+            }
             Failure::TlsBootstrapStuck { .. } => "tls-bootstrap-stuck",
             Failure::KubeletFilesInvalid { .. } => "kubelet-files-invalid",
             Failure::KubeletStartFailed { .. } => "kubelet-start-failed",
@@ -210,10 +223,11 @@ impl Failure {
             Failure::KubeadmMissing { .. }
             | Failure::KubeadmConfigRejected { .. }
             | Failure::HostNotReady { .. }
-            | Failure::TokenInvalid { .. }
+            | Failure::NodeNameTaken { .. }
             | Failure::CaPinMismatch { .. }
             | Failure::ClusterInfoInvalid { .. }
             | Failure::EtcdStaleLearner { .. } => Policy::Stop,
+            Failure::TokenInvalid { .. } => Policy::WaitForNewToken,
             Failure::KubeadmPreflight { leftovers, .. } => {
                 if *leftovers {
                     Policy::Retry { cleanup: true }
@@ -248,10 +262,6 @@ mod tests {
             Failure::KubeadmMissing { detail: "x".into() },
             Failure::KubeadmConfigRejected { detail: "x".into() },
             Failure::CaPinMismatch { detail: "x".into() },
-            Failure::TokenInvalid {
-                token_id: "abcdef".into(),
-                source_name: "f".into(),
-            },
             Failure::KubeadmPreflight {
                 checks: vec!["Swap".into()],
                 leftovers: false,

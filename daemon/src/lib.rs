@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod apiserver;
 pub mod backoff;
 pub mod cli;
 pub mod config;

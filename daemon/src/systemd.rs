@@ -56,6 +56,17 @@ trait Unit {
     fn fragment_path(&self) -> zbus::Result<String>;
     #[zbus(property(emits_changed_signal = "false"))]
     fn unit_file_state(&self) -> zbus::Result<String>;
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn main_pid(&self) -> zbus::Result<u32>;
 }
 
 /// A failed D-Bus exchange with systemd.
@@ -94,6 +105,8 @@ pub struct UnitInfo {
     pub fragment_path: String,
     /// enabled, disabled, masked, masked-runtime, ...
     pub unit_file_state: String,
+    /// Drop-in files applied to the unit.
+    pub drop_in_paths: Vec<String>,
 }
 
 /// Either way a unit operation can fail.
@@ -164,7 +177,26 @@ impl Systemd {
             sub_state: proxy.sub_state().await.map_err(bus_err(action()))?,
             fragment_path: proxy.fragment_path().await.map_err(bus_err(action()))?,
             unit_file_state: proxy.unit_file_state().await.map_err(bus_err(action()))?,
+            drop_in_paths: proxy.drop_in_paths().await.map_err(bus_err(action()))?,
         })
+    }
+
+    /// The main process of a service, if it runs.
+    pub async fn main_pid(&self, unit: &str) -> Result<Option<u32>, SystemdError> {
+        let action = || format!("reading the main PID of {unit}");
+        let path = self
+            .manager
+            .load_unit(unit)
+            .await
+            .map_err(bus_err(action()))?;
+        let proxy = ServiceProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err(action()))?;
+        let pid = proxy.main_pid().await.map_err(bus_err(action()))?;
+        Ok((pid != 0).then_some(pid))
     }
 
     /// Starts `unit` ("replace" mode) and waits for the job's result.

@@ -487,6 +487,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "api-server",
     "dns",
     "leftovers",
+    "kubelet-flags",
     "etcd",
 ];
 

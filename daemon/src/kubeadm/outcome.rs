@@ -6,12 +6,13 @@ use super::supervisor::{Finished, Killed};
 use crate::failure::Failure;
 
 /// Preflight errors that a failed join leaves behind and `kubeadm reset -f` removes.
+/// Not Port-10250: the agent stops kubelet before kubeadm runs, so a busy kubelet port
+/// is held by something else, which no reset fixes.
 const LEFTOVER_CHECKS: &[&str] = &[
     "FileAvailable--etc-kubernetes-kubelet.conf",
     "FileAvailable--etc-kubernetes-bootstrap-kubelet.conf",
     "FileAvailable--etc-kubernetes-pki-ca.crt",
     "DirAvailable--etc-kubernetes-manifests",
-    "Port-10250",
 ];
 
 /// Classifies a finished kubeadm run; `Ok` for success.
@@ -227,6 +228,7 @@ mod tests {
         }
         let lines = [
             "\t[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward contents are not set to 1",
+            "\t[ERROR Port-10250]: Port 10250 is in use",
         ];
         match classify(&finished(Some(2), &lines), "n", "abcdef", "t") {
             Err(f @ Failure::KubeadmPreflight { .. }) => {

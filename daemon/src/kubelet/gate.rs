@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const JOB_LIMIT: Duration = Duration::from_secs(90);
+/// kubelet (Restart=always, RestartSec=10) may be mid-restart when the agent looks.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 const DROP_IN: &str = "50-kube-join-agent-gate.conf";
 
 /// How the gate holds kubelet.
@@ -129,7 +131,9 @@ impl<'a> Gate<'a> {
         Ok(())
     }
 
-    /// Lifts the gate and starts kubelet, waiting for the job's result.
+    /// Lifts the gate and starts kubelet, waiting for the job's result, then for the
+    /// unit to settle active. kubeadm restarts kubelet itself once it has written its
+    /// files, so a stop/start right after ours is expected and waited through.
     pub async fn open(&self) -> Result<(), Failure> {
         self.lift().await?;
         self.systemd
@@ -138,16 +142,32 @@ impl<'a> Gate<'a> {
             .map_err(|e| Failure::KubeletStartFailed {
                 detail: e.to_string(),
             })?;
-        let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
-        if info.active_state != "active" && info.active_state != "activating" {
-            return Err(Failure::KubeletStartFailed {
-                detail: format!(
-                    "{} is {} ({}) after its start job",
-                    self.unit, info.active_state, info.sub_state
-                ),
-            });
+        let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+        loop {
+            let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
+            match info.active_state.as_str() {
+                "active" => return Ok(()),
+                "failed" => {
+                    return Err(Failure::KubeletStartFailed {
+                        detail: format!(
+                            "{} failed ({}) right after starting",
+                            self.unit, info.sub_state
+                        ),
+                    });
+                }
+                state if tokio::time::Instant::now() >= deadline => {
+                    return Err(Failure::KubeletStartFailed {
+                        detail: format!(
+                            "{} is {state} ({}) {}s after its start job",
+                            self.unit,
+                            info.sub_state,
+                            SETTLE_LIMIT.as_secs()
+                        ),
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
-        Ok(())
     }
 
     /// Whether kubelet's unit is active now.

@@ -8,4 +8,4 @@ mod watch;
 
 pub use files::{check_kubelet_files, wait_for_kubelet_files};
 pub use gate::{Gate, GateMethod};
-pub use tls::{KubeletCredentials, check_kubelet_conf, wait_for_tls_bootstrap};
+pub use tls::{KubeletCredentials, KubeletView, check_kubelet_conf, wait_for_tls_bootstrap};

@@ -111,10 +111,22 @@ fn decode(data: &str, conf: &std::path::Path, field: &str) -> Result<Vec<u8>, Ku
 }
 
 /// What the agent saw of the kubelet when TLS bootstrap did not finish.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct KubeletView {
     /// Whether kubelet.service was active.
     pub active: bool,
+    /// The running kubelet was started without --kubeconfig/--bootstrap-kubeconfig.
+    pub started_without_kubeconfig: bool,
+    /// Pending CSRs requested with this node's bootstrap token.
+    pub pending_csrs: Vec<String>,
+}
+
+/// Whether a kubelet command line (NUL-separated, as in /proc/PID/cmdline) names a
+/// kubeconfig: without one the kubelet runs in standalone mode.
+pub fn cmdline_has_kubeconfig(cmdline: &[u8]) -> bool {
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg.starts_with(b"--kubeconfig") || arg.starts_with(b"--bootstrap-kubeconfig"))
 }
 
 /// Waits (inotify) for valid kubelet credentials until `deadline`; on timeout, says
@@ -142,29 +154,42 @@ pub async fn wait_for_tls_bootstrap(
         Err(problem) => {
             let seen = view().await;
             Err(Failure::TlsBootstrapStuck {
-                detail: diagnose(paths, &problem, seen),
+                detail: diagnose(paths, Some(&problem), &seen),
             })
         }
     }
 }
 
-fn diagnose(paths: &Paths, problem: &KubeletConfProblem, seen: KubeletView) -> String {
+/// Names what the kubelet is doing instead of finishing TLS bootstrap.
+pub fn diagnose(paths: &Paths, problem: Option<&KubeletConfProblem>, seen: &KubeletView) -> String {
     let bootstrap = paths.bootstrap_kubelet_conf();
-    match problem {
-        KubeletConfProblem::Invalid(why) => format!("kubelet.conf is not usable: {why}"),
-        KubeletConfProblem::Missing(_) if !seen.active => {
-            "kubelet is not running, so it cannot perform TLS bootstrap; see `journalctl -u kubelet`".into()
-        }
-        KubeletConfProblem::Missing(_) if !bootstrap.exists() => format!(
+    if let Some(KubeletConfProblem::Invalid(why)) = problem {
+        return format!("kubelet.conf is not usable: {why}");
+    }
+    if !seen.active {
+        return "kubelet is not running, so it cannot perform TLS bootstrap; see `journalctl -u kubelet`".into();
+    }
+    if seen.started_without_kubeconfig {
+        return "kubelet is running in standalone mode (\"kubeclient not set, assuming standalone kubelet\"): its unit passes no --kubeconfig or --bootstrap-kubeconfig, so it never contacts the API server; install kubeadm's drop-in (kubelet.service.d/10-kubeadm.conf, shipped with kubeadm) and restart kube-join-agent".into();
+    }
+    if !seen.pending_csrs.is_empty() {
+        return format!(
+            "kubelet's certificate signing request {} is pending approval: approve it on a control plane with `kubectl certificate approve {}`, or restore automatic approval for bootstrap tokens (kubeadm's csrapprover ClusterRoleBinding for system:bootstrappers)",
+            seen.pending_csrs.join(", "),
+            seen.pending_csrs.join(" ")
+        );
+    }
+    if !bootstrap.exists() && !paths.kubelet_conf().exists() {
+        return format!(
             "kubelet is running in standalone mode (\"kubeclient not set, assuming standalone kubelet\"): neither {} nor {} exists, so it never contacts the API server",
             paths.kubelet_conf().display(),
             bootstrap.display()
-        ),
-        KubeletConfProblem::Missing(_) => format!(
-            "kubelet is running with {} but has no client certificate yet: its certificate signing request is probably pending approval; on a control plane run `kubectl get csr` and approve the node-csr-... request for this node (or enable kubeadm's auto-approval for bootstrap tokens)",
-            bootstrap.display()
-        ),
+        );
     }
+    format!(
+        "kubelet is running with {} but has no client certificate yet, and no pending certificate signing request from this node's token is visible; see `journalctl -u kubelet` and `kubectl get csr`",
+        bootstrap.display()
+    )
 }
 
 #[cfg(test)]
@@ -198,6 +223,15 @@ mod tests {
             kubelet_conf("/var/lib/kubelet/pki/kubelet-client-current.pem"),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn kubeconfig_flags_in_a_command_line() {
+        assert!(cmdline_has_kubeconfig(b"/usr/bin/kubelet\0--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf\0--kubeconfig=/etc/kubernetes/kubelet.conf\0"));
+        assert!(!cmdline_has_kubeconfig(
+            b"/usr/bin/kubelet\0--config=/var/lib/kubelet/config.yaml\0"
+        ));
+        assert!(!cmdline_has_kubeconfig(b""));
     }
 
     #[test]
@@ -259,7 +293,10 @@ mod tests {
             std::slice::from_ref(&ca.der),
             "n",
             soon(),
-            async || KubeletView { active: true },
+            async || KubeletView {
+                active: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap_err();
@@ -270,17 +307,54 @@ mod tests {
             std::slice::from_ref(&ca.der),
             "n",
             soon(),
-            async || KubeletView { active: true },
+            async || KubeletView {
+                active: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap_err();
         assert!(err.to_string().contains("kubectl get csr"), "{err}");
+        let pending = KubeletView {
+            active: true,
+            pending_csrs: vec!["node-csr-abc".into()],
+            ..Default::default()
+        };
         let err = wait_for_tls_bootstrap(
             &paths,
             std::slice::from_ref(&ca.der),
             "n",
             soon(),
-            async || KubeletView { active: false },
+            async || pending,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("kubectl certificate approve node-csr-abc"),
+            "{err}"
+        );
+        let flagless = KubeletView {
+            active: true,
+            started_without_kubeconfig: true,
+            ..Default::default()
+        };
+        let err = wait_for_tls_bootstrap(
+            &paths,
+            std::slice::from_ref(&ca.der),
+            "n",
+            soon(),
+            async || flagless,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("10-kubeadm.conf"), "{err}");
+        let err = wait_for_tls_bootstrap(
+            &paths,
+            std::slice::from_ref(&ca.der),
+            "n",
+            soon(),
+            async || KubeletView::default(),
         )
         .await
         .unwrap_err();
@@ -314,7 +388,10 @@ mod tests {
             std::slice::from_ref(&ca.der),
             "worker-1",
             Instant::now() + Duration::from_secs(10),
-            async || KubeletView { active: true },
+            async || KubeletView {
+                active: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();

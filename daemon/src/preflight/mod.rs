@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod kernel;
+pub mod kubelet_unit;
 pub mod leftovers;
 pub mod network;
 pub mod runtime;

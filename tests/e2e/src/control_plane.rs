@@ -32,7 +32,24 @@ impl FakeControlPlane {
     /// Starts `fake-apiserver --listen 127.0.0.1:6443 --state-dir DIR` in `netns`, with
     /// [`default_knobs`] written first, and waits (30 s) for `DIR/ready`. `DIR` is emptied.
     pub fn start(netns: &Arc<Netns>, state_dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir: PathBuf = state_dir.into();
+        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", true)
+    }
+
+    /// Starts it again on an existing `DIR`: same CA (so the same pin), same Nodes.
+    pub fn restart(netns: &Arc<Netns>, state_dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", false)
+    }
+
+    /// A fresh one listening on `listen` (a second server, or something squatting a port).
+    pub fn start_on(
+        netns: &Arc<Netns>,
+        state_dir: impl Into<PathBuf>,
+        listen: &str,
+    ) -> Result<Self> {
+        Self::launch(netns, state_dir.into(), listen, true)
+    }
+
+    fn launch(netns: &Arc<Netns>, dir: PathBuf, listen: &str, fresh: bool) -> Result<Self> {
         let dir = if dir.is_absolute() {
             dir
         } else {
@@ -40,9 +57,10 @@ impl FakeControlPlane {
         };
         let bin = paths::fake_bin("fake-apiserver");
         paths::require_file(&bin, "build the fakes first: cargo build -p kja-fakes")?;
-        if dir.exists() {
+        if fresh && dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
+        let _ = fs::remove_file(dir.join("ready"));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let stdio_log = dir.with_extension("stdio.log");
         let log = fs::File::create(&stdio_log)
@@ -57,7 +75,7 @@ impl FakeControlPlane {
         cp.set_knobs(json!({}))?;
         let mut cmd = netns.command(&bin)?;
         cmd.arg("--listen")
-            .arg("127.0.0.1:6443")
+            .arg(listen)
             .arg("--state-dir")
             .arg(&dir)
             .stdin(Stdio::null())

@@ -1,0 +1,284 @@
+//! The few API server reads the agent makes on its own, with the bootstrap token (the
+//! permissions kubeadm grants bootstrappers: get nodes, get/list CSRs), or with a
+//! separately configured credential for the one write it may make (delete a Node).
+
+use crate::config::Endpoint;
+use crate::kubeconfig::Kubeconfig;
+use crate::paths::Paths;
+use crate::secret::BootstrapToken;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failed API call: what was asked and what came back.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {detail}")]
+pub struct ApiError {
+    /// "reading Node worker-1".
+    pub what: String,
+    /// The HTTP status or transport error.
+    pub detail: String,
+}
+
+/// An authenticated client for one API server.
+pub struct ApiClient {
+    base: String,
+    client: reqwest::Client,
+    bearer: Option<String>,
+}
+
+/// A Node's readiness as the API server reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReadiness {
+    /// Ready condition status: "True", "False", "Unknown" or "".
+    pub ready: String,
+    /// The condition's lastHeartbeatTime, if reported.
+    pub last_heartbeat: String,
+}
+
+impl ApiClient {
+    /// A client authenticated with the bootstrap token, trusting `ca`.
+    pub fn bootstrap(
+        endpoint: &Endpoint,
+        ca: &[CertificateDer<'static>],
+        token: &BootstrapToken,
+    ) -> Result<Self, ApiError> {
+        let config = tls(ca, None).map_err(|detail| ApiError {
+            what: "building the API client".into(),
+            detail,
+        })?;
+        Ok(Self {
+            base: format!("https://{endpoint}"),
+            client: build(config)?,
+            bearer: Some(token.expose_full()),
+        })
+    }
+
+    /// A client from a kubeconfig file (client certificate or token), trusting `ca`
+    /// in addition to the kubeconfig's own CA.
+    pub fn from_kubeconfig(
+        paths: &Paths,
+        file: &std::path::Path,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<Self, ApiError> {
+        let err = |detail: String| ApiError {
+            what: format!("using {}", file.display()),
+            detail,
+        };
+        let kc = Kubeconfig::read(&paths.resolve(file)).map_err(|e| err(e.to_string()))?;
+        let mut roots: Vec<CertificateDer<'static>> = ca.to_vec();
+        if let Ok(pem) = kc.ca_pem(|p| paths.resolve(p)) {
+            roots.extend(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
+        }
+        let user = kc.user().map_err(|e| err(e.to_string()))?;
+        let identity = match (&user.client_certificate, &user.client_key) {
+            (Some(cert), Some(key)) => {
+                let cert = std::fs::read(paths.resolve(cert)).map_err(|e| err(e.to_string()))?;
+                let key = std::fs::read(paths.resolve(key)).map_err(|e| err(e.to_string()))?;
+                Some((cert, key))
+            }
+            _ => None,
+        };
+        let config = tls(&roots, identity.as_ref()).map_err(err)?;
+        Ok(Self {
+            base: kc
+                .server()
+                .map_err(|e| err(e.to_string()))?
+                .trim_end_matches('/')
+                .to_string(),
+            client: build(config)?,
+            bearer: user.token.as_ref().map(|t| t.expose().to_string()),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        what: &str,
+    ) -> Result<(u16, Vec<u8>), ApiError> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(bearer) = &self.bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let err = |detail: String| ApiError {
+            what: what.to_string(),
+            detail,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| err(crate::discovery::error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| err(e.to_string()))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// The Node's readiness, or `None` when it does not exist.
+    pub async fn node(&self, name: &str) -> Result<Option<NodeReadiness>, ApiError> {
+        let what = format!("reading Node {name}");
+        let (status, body) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/v1/nodes/{name}"),
+                &what,
+            )
+            .await?;
+        match status {
+            404 => Ok(None),
+            200 => {
+                let node: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| ApiError {
+                        what,
+                        detail: format!("not JSON: {e}"),
+                    })?;
+                let conditions = node["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let ready = conditions.iter().find(|c| c["type"] == "Ready");
+                Ok(Some(NodeReadiness {
+                    ready: ready
+                        .and_then(|c| c["status"].as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                    last_heartbeat: ready
+                        .and_then(|c| c["lastHeartbeatTime"].as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                }))
+            }
+            other => Err(ApiError {
+                what,
+                detail: format!("HTTP {other}"),
+            }),
+        }
+    }
+
+    /// Deletes the Node.
+    pub async fn delete_node(&self, name: &str) -> Result<(), ApiError> {
+        let what = format!("deleting Node {name}");
+        let (status, _) = self
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/nodes/{name}"),
+                &what,
+            )
+            .await?;
+        match status {
+            200 | 202 | 404 => Ok(()),
+            other => Err(ApiError {
+                what,
+                detail: format!("HTTP {other}"),
+            }),
+        }
+    }
+
+    /// Names of CSRs requested by `username` that are neither approved nor denied.
+    pub async fn pending_csrs(&self, username: &str) -> Result<Vec<String>, ApiError> {
+        let what = "listing certificate signing requests".to_string();
+        let (status, body) = self
+            .send(
+                reqwest::Method::GET,
+                "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+                &what,
+            )
+            .await?;
+        if status != 200 {
+            return Err(ApiError {
+                what,
+                detail: format!("HTTP {status}"),
+            });
+        }
+        let list: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError {
+            what,
+            detail: format!("not JSON: {e}"),
+        })?;
+        Ok(pending_in(&list, username))
+    }
+}
+
+/// The pending CSRs of `username` in a CertificateSigningRequestList.
+pub fn pending_in(list: &serde_json::Value, username: &str) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|csr| csr["spec"]["username"] == username)
+        .filter(|csr| {
+            !csr["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "Approved" || c["type"] == "Denied" || c["type"] == "Failed"
+                })
+            })
+        })
+        .filter_map(|csr| csr["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn tls(
+    ca: &[CertificateDer<'static>],
+    identity: Option<&(Vec<u8>, Vec<u8>)>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| format!("CA unusable: {e}"))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_slice_iter(cert)
+                .filter_map(Result::ok)
+                .collect();
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("client key unusable: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate unusable: {e}"))
+        }
+    }
+}
+
+fn build(config: rustls::ClientConfig) -> Result<reqwest::Client, ApiError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ApiError {
+            what: "building the API client".into(),
+            detail: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_csrs_are_those_of_this_token_without_a_verdict() {
+        let list = serde_json::json!({"items": [
+            {"metadata": {"name": "node-csr-a"}, "spec": {"username": "system:bootstrap:abcdef"}, "status": {}},
+            {"metadata": {"name": "node-csr-b"}, "spec": {"username": "system:bootstrap:abcdef"},
+             "status": {"conditions": [{"type": "Approved", "status": "True"}]}},
+            {"metadata": {"name": "node-csr-c"}, "spec": {"username": "system:bootstrap:zzzzzz"}, "status": {}},
+            {"metadata": {"name": "node-csr-d"}, "spec": {"username": "system:bootstrap:abcdef"},
+             "status": {"conditions": [{"type": "Denied", "status": "True"}]}}
+        ]});
+        assert_eq!(
+            pending_in(&list, "system:bootstrap:abcdef"),
+            vec!["node-csr-a"]
+        );
+        assert!(pending_in(&serde_json::json!({}), "x").is_empty());
+        assert!(pending_in(&serde_json::json!({"items": 3}), "x").is_empty());
+    }
+}
