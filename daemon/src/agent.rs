@@ -8,18 +8,17 @@
 //! (failure.rs), logged once with its cause and fix (`FAILURE=`), kubelet is gated again,
 //! and the policy decides: clean up and retry after a full-jitter backoff, or stop.
 
-use crate::apiserver::ApiClient;
 use crate::backoff;
-use crate::config::{self, ConfigError, Settings, TokenSource};
+use crate::config::{self, ConfigError, Settings};
 use crate::discovery::{self, ClusterInfo, DiscoveryError};
 use crate::failure::{Failure, Policy};
 use crate::kubeadm::{self, ConfigApi, JoinConfigInput, KubeadmVersion, Limits};
 use crate::kubelet::{self, Gate, KubeletCredentials, KubeletView};
 use crate::node;
-use crate::paths::ConfigSource;
 use crate::paths::Paths;
 use crate::pki;
 use crate::preflight::{self, Verdict};
+use crate::reload;
 use crate::state::{self, State};
 use crate::systemd::Systemd;
 use crate::telemetry;
@@ -284,7 +283,7 @@ impl Agent {
         );
         let cluster = self.discovery().await?;
 
-        self.settle_node_name(&cluster).await?;
+        crate::node_name::settle(&self.paths, s, &cluster).await?;
 
         let leftovers = preflight::leftovers::present(&self.paths);
         if !leftovers.is_empty() {
@@ -318,7 +317,9 @@ impl Agent {
             &cluster.ca,
             &s.join.node_name,
             Instant::now() + s.timeouts.tls_bootstrap,
-            async || self.kubelet_view(&cluster).await,
+            async || {
+                kubelet::view::observe(&self.systemd, &self.paths, &self.settings, &cluster).await
+            },
         )
         .await?;
         info!(
@@ -732,7 +733,9 @@ impl Agent {
         ) {
             Err(Failure::TlsBootstrapStuck { detail }) => {
                 let seen = match cluster {
-                    Some(cluster) => self.kubelet_view(cluster).await,
+                    Some(cluster) => {
+                        kubelet::view::observe(&self.systemd, &self.paths, s, cluster).await
+                    }
                     None => KubeletView::default(),
                 };
                 let why = kubelet::tls::diagnose(&self.paths, None, &seen);
@@ -741,119 +744,6 @@ impl Agent {
                 })
             }
             other => other,
-        }
-    }
-
-    /// What the kubelet is doing: running, with or without a kubeconfig, and which of
-    /// its certificate signing requests are still pending.
-    async fn kubelet_view(&self, cluster: &ClusterInfo) -> KubeletView {
-        let s = &self.settings;
-        let active = self.gate().kubelet_active().await.unwrap_or(false);
-        let cmdline = match self.systemd.main_pid(&s.kubelet_unit).await {
-            Ok(Some(pid)) => {
-                std::fs::read(self.paths.proc().join(pid.to_string()).join("cmdline")).ok()
-            }
-            _ => None,
-        };
-        let started_without_kubeconfig =
-            cmdline.is_some_and(|c| !kubelet::tls::cmdline_has_kubeconfig(&c));
-        let username = format!("system:bootstrap:{}", s.join.token.id());
-        let pending_csrs =
-            match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
-                Ok(client) => client.pending_csrs(&username).await.unwrap_or_else(|e| {
-                    warn!("cannot list certificate signing requests: {e}");
-                    Vec::new()
-                }),
-                Err(e) => {
-                    warn!("{e}");
-                    Vec::new()
-                }
-            };
-        KubeletView {
-            active,
-            started_without_kubeconfig,
-            pending_csrs,
-        }
-    }
-
-    /// kubeadm refuses a name held by a Ready Node. A reset machine's old Node turns
-    /// NotReady within about 40 s (node lease), so wait for that rather than fail; a
-    /// Node that stays Ready is a live machine, and deleting it would be wrong.
-    async fn settle_node_name(&self, cluster: &ClusterInfo) -> Result<(), Failure> {
-        let s = &self.settings;
-        let name = &s.join.node_name;
-        let client = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
-            Ok(client) => client,
-            Err(e) => {
-                warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
-                return Ok(());
-            }
-        };
-        let started = Instant::now();
-        let mut reported = false;
-        loop {
-            match client.node(name).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(node)) if node.ready != "True" => {
-                    info!(
-                        phase = Phase::Discovery.name(),
-                        "a Node named \"{name}\" exists and is not Ready (Ready={}): this machine takes the name over, as kubeadm does",
-                        if node.ready.is_empty() {
-                            "not reported"
-                        } else {
-                            node.ready.as_str()
-                        }
-                    );
-                    if let Some(kubeconfig) = &s.join.node_delete_kubeconfig {
-                        let deleted = match ApiClient::from_kubeconfig(
-                            &self.paths,
-                            kubeconfig,
-                            &cluster.ca,
-                        ) {
-                            Ok(admin) => admin.delete_node(name).await,
-                            Err(e) => Err(e),
-                        };
-                        match deleted {
-                            Ok(()) => info!(
-                                "deleted the stale Node \"{name}\" (join.node_delete_kubeconfig) so this machine registers a fresh one"
-                            ),
-                            Err(e) => warn!(
-                                "could not delete the stale Node \"{name}\": {e}; kubeadm reuses it"
-                            ),
-                        }
-                    }
-                    return Ok(());
-                }
-                Ok(Some(node)) => {
-                    if started.elapsed() >= s.join.node_conflict_wait {
-                        return Err(Failure::NodeNameTaken {
-                            node: name.clone(),
-                            waited: s.join.node_conflict_wait,
-                        });
-                    }
-                    if !reported {
-                        warn!(
-                            phase = Phase::Discovery.name(),
-                            "a Node named \"{name}\" already exists and is Ready (last heartbeat {}): kubeadm would refuse to join; if this machine was reset, its old Node turns NotReady about 40 s after the old kubelet stopped; waiting up to {} for that",
-                            if node.last_heartbeat.is_empty() {
-                                "unknown"
-                            } else {
-                                node.last_heartbeat.as_str()
-                            },
-                            humantime::format_duration(s.join.node_conflict_wait)
-                        );
-                        telemetry::notify_status(&format!(
-                            "discovery: waiting for the Ready Node \"{name}\" to turn NotReady"
-                        ));
-                        reported = true;
-                    }
-                }
-                Err(e) => {
-                    warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
 
@@ -963,63 +853,14 @@ impl Agent {
                 ));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = reload_requested() => info!("SIGHUP: retrying now"),
+                    _ = reload::reload_requested() => info!("SIGHUP: retrying now"),
                 }
                 None
             }
             Policy::WaitForNewToken => {
                 telemetry::notify_status(&format!("waiting for a new bootstrap token: {failure}"));
-                self.wait_for_new_token().await;
+                reload::wait_for_new_token(&self.paths, &self.settings).await;
                 None
-            }
-        }
-    }
-
-    /// Returns once the configuration names a different token than the dead one.
-    async fn wait_for_new_token(&self) {
-        let dead = self.settings.join.token.clone();
-        let mut dirs: Vec<PathBuf> = self
-            .paths
-            .config_sources()
-            .into_iter()
-            .map(|source| match source {
-                ConfigSource::Dir(d) => d,
-                ConfigSource::File(f) => f.parent().map(PathBuf::from).unwrap_or(f),
-            })
-            .collect();
-        if let TokenSource::File(file) = &self.settings.join.token_source
-            && let Some(parent) = self.paths.resolve(file).parent()
-        {
-            dirs.push(parent.to_path_buf());
-        }
-        let mut events = watch_dirs(&dirs);
-        let mut last_error = String::new();
-        loop {
-            tokio::select! {
-                _ = next_event(&mut events) => {}
-                _ = reload_requested() => info!("SIGHUP: rereading the configuration"),
-                // Editors and config management may write where no watch reaches.
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-            match config::load(&self.paths) {
-                Ok(fresh) if fresh.join.token != dead => {
-                    info!(
-                        "a new bootstrap token (id \"{}\") is configured: joining again",
-                        fresh.join.token.id()
-                    );
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let text = e.to_string();
-                    if text != last_error {
-                        warn!(
-                            failure = "config-invalid",
-                            "the changed configuration is not valid, still waiting: {text}"
-                        );
-                        last_error = text;
-                    }
-                }
             }
         }
     }
@@ -1079,44 +920,6 @@ impl Agent {
                 ),
             }
         }
-    }
-}
-
-static RELOAD: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
-
-/// Asks a waiting agent to reread its configuration now (SIGHUP).
-pub fn request_reload() {
-    RELOAD.get_or_init(tokio::sync::Notify::new).notify_one();
-}
-
-async fn reload_requested() {
-    RELOAD
-        .get_or_init(tokio::sync::Notify::new)
-        .notified()
-        .await;
-}
-
-/// inotify on the directories that exist (missing ones are skipped, not created).
-fn watch_dirs(dirs: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
-    let inotify = inotify::Inotify::init().ok()?;
-    let mask = inotify::WatchMask::CREATE
-        | inotify::WatchMask::CLOSE_WRITE
-        | inotify::WatchMask::MOVED_TO
-        | inotify::WatchMask::DELETE
-        | inotify::WatchMask::ATTRIB;
-    for dir in dirs.iter().filter(|d| d.is_dir()) {
-        let _ = inotify.watches().add(dir, mask);
-    }
-    inotify.into_event_stream(vec![0u8; 4096]).ok()
-}
-
-async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
-    use futures_util::StreamExt;
-    match events {
-        Some(stream) => {
-            let _ = stream.next().await;
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -91,7 +91,7 @@ async fn run_until_signalled(paths: Paths) -> Exit {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            agent::request_reload();
+            crate::reload::request_reload();
         }
     });
     let stop = async {

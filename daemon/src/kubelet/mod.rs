@@ -4,6 +4,7 @@
 pub mod files;
 pub mod gate;
 pub mod tls;
+pub mod view;
 mod watch;
 
 pub use files::{check_kubelet_files, wait_for_kubelet_files};
