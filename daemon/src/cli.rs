@@ -173,6 +173,7 @@ async fn check(paths: &Paths) -> ExitCode {
     let mut findings = preflight::static_checks(paths, &settings);
     findings.push(preflight::runtime::check(&settings.containerd_socket).await);
     findings.extend(preflight::network::check(&settings.join.api_server).await);
+    findings.extend(crate::etcd::findings(&settings, paths).await);
     let findings = preflight::downgrade(findings, &settings.preflight.warn_only);
     let mut failed = false;
     for f in &findings {

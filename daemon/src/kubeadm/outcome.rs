@@ -87,17 +87,24 @@ pub fn classify(
     })
 }
 
-/// The line with kubeadm's error, else the last line.
+/// kubeadm's trailers after an error: never the error itself.
+const BOILERPLATE: &[&str] = &[
+    "To see the stack trace of this error",
+    "[preflight] If you know what you are doing",
+];
+
+/// The line with kubeadm's error, else its last meaningful line.
 fn error_line(f: &Finished) -> String {
-    f.output
-        .iter()
-        .rev()
-        .map(|l| l.text.trim())
-        .find(|t| {
-            t.starts_with("error execution phase")
-                || t.starts_with("error:")
-                || t.contains("] error")
-        })
+    let meaningful = || {
+        f.output
+            .iter()
+            .rev()
+            .map(|l| l.text.trim())
+            .filter(|t| !t.is_empty() && !BOILERPLATE.iter().any(|b| t.starts_with(b)))
+    };
+    meaningful()
+        .find(|t| t.starts_with("error execution phase") || t.starts_with("error:") || t.contains("] error"))
+        .or_else(|| meaningful().next())
         .map(str::to_string)
         .unwrap_or_else(|| f.last_line())
 }
@@ -234,6 +241,18 @@ mod tests {
             Err(f @ Failure::KubeadmPreflight { .. }) => {
                 assert_eq!(f.policy(), crate::failure::Policy::Stop)
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_error_line_is_not_kubeadm_boilerplate() {
+        let lines = [
+            "your configuration file uses an old API spec: \"kubeadm.k8s.io/v1beta2\". Please use kubeadm v1.22 instead",
+            "To see the stack trace of this error execute with --v=5 or higher",
+        ];
+        match classify(&finished(Some(3), &lines), "n", "abcdef", "t") {
+            Err(Failure::KubeadmConfigRejected { detail }) => assert!(detail.contains("old API spec"), "{detail}"),
             other => panic!("{other:?}"),
         }
     }

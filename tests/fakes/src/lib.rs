@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod apiserver;
+pub mod copycerts;
 pub mod ecdsa_pem;
 pub mod fsroot;
 pub mod gotime;
@@ -17,6 +18,7 @@ pub mod klog;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod kubepki;
 pub mod kubeversion;
 pub mod pin;
 pub mod timefmt;

@@ -31,7 +31,9 @@ impl User {
 
     /// Cluster admin (`system:masters`).
     pub fn is_admin(&self) -> bool {
-        self.in_group("system:masters")
+        // kubeadm:cluster-admins is bound to cluster-admin since v1.29 (admin.conf's
+        // group; super-admin.conf keeps system:masters).
+        self.in_group("system:masters") || self.in_group("kubeadm:cluster-admins")
     }
 
     /// A bootstrap token user.

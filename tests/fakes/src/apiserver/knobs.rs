@@ -46,6 +46,17 @@ pub struct NodeKnob {
     pub ready_for_secs: f64,
 }
 
+/// The `kube-system/kubeadm-certs` Secret a control-plane join downloads
+/// (`kubeadm init phase upload-certs --upload-certs` on the first control plane).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KubeadmCertsKnob {
+    /// The certificate key (64 hex digits) the Secret's entries are encrypted with.
+    pub certificate_key: String,
+    /// Host directory holding the etcd CA as `ca.crt` and `ca.key` (the test's etcd).
+    pub etcd_ca_dir: String,
+}
+
 /// The knobs, all optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +82,13 @@ pub struct Knobs {
     /// Delay every response by this many milliseconds (a slow API server).
     #[serde(default)]
     pub response_delay_ms: Option<u64>,
+    /// Serve the kubeadm-certs Secret (absent: 404, as after its 2-hour TTL).
+    #[serde(default)]
+    pub kubeadm_certs: Option<KubeadmCertsKnob>,
+    /// etcd static pods (`kube-system/etcd-<node>`): node name → advertised client URL,
+    /// the annotation kubeadm reads to find etcd.
+    #[serde(default)]
+    pub etcd_pods: BTreeMap<String, String>,
 }
 
 impl Knobs {
@@ -94,6 +112,17 @@ impl Knobs {
             }
             if !(n.ready_for_secs.is_finite() && n.ready_for_secs >= 0.0) {
                 bail!("knobs.json: nodes.{name}.ready_for_secs must be a non-negative number");
+            }
+        }
+        if let Some(c) = &knobs.kubeadm_certs
+            && (c.certificate_key.len() != 64
+                || !c.certificate_key.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            bail!("knobs.json: kubeadm_certs.certificate_key must be 64 hex digits");
+        }
+        for (name, url) in &knobs.etcd_pods {
+            if !url.starts_with("https://") {
+                bail!("knobs.json: etcd_pods.{name} must be an https:// client URL");
             }
         }
         if let Some(u) = knobs.unavailable_until_unix
@@ -245,6 +274,11 @@ mod tests {
         assert!(err(r#"{"kubernetes_version":"1.29"}"#).contains("kubernetes_version"));
         assert!(err(r#"{"nodes":{"Bad_Name":{"ready_for_secs":1}}}"#).contains("Bad_Name"));
         assert!(err("{").contains("parsing knobs.json"));
+        assert!(
+            err(r#"{"kubeadm_certs":{"certificate_key":"xyz","etcd_ca_dir":"/d"}}"#)
+                .contains("64 hex digits")
+        );
+        assert!(err(r#"{"etcd_pods":{"cp1":"http://x"}}"#).contains("etcd_pods.cp1"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! signatures and a real CA, steered by `DIR/knobs.json`.
 
 pub mod auth;
+pub mod controlplane;
 pub mod knobs;
 pub mod objects;
 pub mod pki;

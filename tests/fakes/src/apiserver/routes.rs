@@ -78,6 +78,14 @@ pub fn route(c: &Call<'_>, path: &str) -> Reply {
             "GET" => get_config_map(c, ns, name),
             _ => method_not_allowed(),
         },
+        ["api", "v1", "namespaces", "kube-system", "secrets", name] => match c.method {
+            "GET" => get_secret(c, name),
+            _ => method_not_allowed(),
+        },
+        ["api", "v1", "namespaces", "kube-system", "pods"] => match c.method {
+            "GET" => list_pods(c),
+            _ => method_not_allowed(),
+        },
         ["api", "v1", "nodes"] => match c.method {
             "GET" => list_nodes(c),
             "POST" => create_node(c),
@@ -174,6 +182,45 @@ fn cluster_info_data(c: &Call<'_>) -> Value {
     }
     data.insert("kubeconfig".into(), json!(kubeconfig));
     Value::Object(data)
+}
+
+// ---- Control-plane join: kubeadm-certs and etcd pods ------------------------------
+
+/// The kubeadm-certs Role grants `get` on that one Secret to the default node token's
+/// group (copycerts.createRBAC); admins can read everything.
+fn get_secret(c: &Call<'_>, name: &str) -> Reply {
+    let allowed = c.user.is_admin()
+        || (name == "kubeadm-certs"
+            && c.user
+                .groups
+                .iter()
+                .any(|g| g == "system:bootstrappers:kubeadm:default-node-token"));
+    if !allowed {
+        return forbidden(
+            &c.user.name,
+            "get",
+            "secrets",
+            "",
+            Some(name),
+            Some("kube-system"),
+        );
+    }
+    match (name, &c.knobs.kubeadm_certs) {
+        ("kubeadm-certs", Some(knob)) => {
+            match super::controlplane::kubeadm_certs_data(&c.state.dir, knob) {
+                Ok(data) => Reply::json(200, &super::controlplane::kubeadm_certs_secret(data)),
+                Err(e) => internal(e),
+            }
+        }
+        _ => not_found("secrets", "", name),
+    }
+}
+
+fn list_pods(c: &Call<'_>) -> Reply {
+    if !(c.user.is_admin() || c.user.node_name().is_some()) {
+        return forbidden(&c.user.name, "list", "pods", "", None, Some("kube-system"));
+    }
+    Reply::json(200, &super::controlplane::etcd_pod_list(&c.knobs.etcd_pods))
 }
 
 // ---- Nodes ------------------------------------------------------------------------
@@ -301,8 +348,10 @@ fn may_use_csrs(u: &User) -> bool {
     u.is_admin() || u.is_bootstrapper() || u.node_name().is_some()
 }
 
+/// Bootstrappers may list CSRs: upstream's system:node-bootstrapper ClusterRole grants
+/// create, get, list and watch (the kubelet watches its own CSR).
 fn list_csrs(c: &Call<'_>) -> Reply {
-    if !c.user.is_admin() {
+    if !may_use_csrs(c.user) {
         return forbidden(
             &c.user.name,
             "list",

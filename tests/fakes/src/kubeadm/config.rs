@@ -30,6 +30,8 @@ pub struct Timeouts {
     pub kubelet_health_check: Duration,
     /// timeouts.kubernetesAPICall: 1m.
     pub kubernetes_api_call: Duration,
+    /// timeouts.etcdAPICall: 2m (constants.EtcdAPICallTimeout before v1beta4).
+    pub etcd_api_call: Duration,
 }
 
 impl Default for Timeouts {
@@ -39,6 +41,7 @@ impl Default for Timeouts {
             tls_bootstrap: Duration::from_secs(300),
             kubelet_health_check: Duration::from_secs(240),
             kubernetes_api_call: Duration::from_secs(60),
+            etcd_api_call: Duration::from_secs(120),
         }
     }
 }
@@ -70,6 +73,104 @@ pub struct JoinConfig {
     pub ca_cert_path: String,
     /// Waits.
     pub timeouts: Timeouts,
+    /// Set for a control-plane join (`controlPlane` in the file).
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// `controlPlane`: what makes this join a control-plane join.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// `certificateKey` (64 hex digits; decrypts the kubeadm-certs Secret). Secret.
+    pub certificate_key: String,
+    /// `localAPIEndpoint.advertiseAddress` (defaulted to the default route's address).
+    pub advertise_address: std::net::IpAddr,
+    /// `localAPIEndpoint.bindPort` (6443).
+    pub bind_port: u16,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("certificate_key", &"<redacted>")
+            .field("advertise_address", &self.advertise_address)
+            .field("bind_port", &self.bind_port)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawControlPlane {
+    #[serde(default)]
+    certificate_key: String,
+    #[serde(default, rename = "localAPIEndpoint")]
+    local_api_endpoint: RawApiEndpoint,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawApiEndpoint {
+    #[serde(default)]
+    advertise_address: String,
+    #[serde(default)]
+    bind_port: Option<i64>,
+}
+
+/// The address kubeadm's `ChooseHostInterface` would pick: the default route's source.
+fn default_route_address() -> Option<std::net::IpAddr> {
+    // connect() on UDP sends nothing; it asks the kernel for the route's source.
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    sock.connect(("192.0.2.1", 9)).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+fn control_plane(v: &Value, errs: &mut Vec<String>) -> Option<ControlPlane> {
+    let raw: RawControlPlane = match serde_norway::from_value(v.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            errs.push(format!("error decoding controlPlane: {e}"));
+            return None;
+        }
+    };
+    let ep = &raw.local_api_endpoint;
+    let advertise_address = if ep.advertise_address.is_empty() {
+        match default_route_address() {
+            Some(a) => a,
+            None => {
+                errs.push("unable to select an IP from default routes.".into());
+                return None;
+            }
+        }
+    } else {
+        match ep.advertise_address.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                errs.push(invalid(
+                    "controlPlane.localAPIEndpoint.advertiseAddress",
+                    &ep.advertise_address,
+                    "couldn't use as advertise address, must be a valid IP address",
+                ));
+                return None;
+            }
+        }
+    };
+    let bind_port = match ep.bind_port {
+        None | Some(0) => 6443,
+        Some(p) if (1..=65535).contains(&p) => p as u16,
+        Some(p) => {
+            errs.push(invalid(
+                "controlPlane.localAPIEndpoint.bindPort",
+                &p.to_string(),
+                "must be between 1 and 65535, inclusive",
+            ));
+            return None;
+        }
+    };
+    Some(ControlPlane {
+        certificate_key: raw.certificate_key,
+        advertise_address,
+        bind_port,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -404,7 +505,8 @@ fn validate(
                 "tlsBootstrap" => &mut timeouts.tls_bootstrap,
                 "kubeletHealthCheck" => &mut timeouts.kubelet_health_check,
                 "kubernetesAPICall" => &mut timeouts.kubernetes_api_call,
-                // controlPlaneComponentHealthCheck, etcdAPICall, upgradeManifests: unused here.
+                "etcdAPICall" => &mut timeouts.etcd_api_call,
+                // controlPlaneComponentHealthCheck, upgradeManifests: unused here.
                 _ => continue,
             };
             match gotime::parse(value) {
@@ -419,17 +521,17 @@ fn validate(
         }
     }
 
+    let control_plane = raw
+        .control_plane
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .and_then(|v| control_plane(v, &mut errs));
     if !errs.is_empty() {
         return Err(validation(aggregate(&errs)));
     }
     if d.file.is_some() {
         return Err(validation(
             "fake-kubeadm: discovery.file is not implemented; use discovery.bootstrapToken",
-        ));
-    }
-    if raw.control_plane.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(validation(
-            "fake-kubeadm: joining a control-plane node (controlPlane in JoinConfiguration) is not implemented",
         ));
     }
     let b = bt.ok_or_else(|| validation("discovery: bootstrapToken must be set"))?;
@@ -451,6 +553,7 @@ fn validate(
         ignore_preflight_errors: nr.ignore_preflight_errors.clone(),
         ca_cert_path,
         timeouts,
+        control_plane,
     })
 }
 
@@ -617,10 +720,32 @@ nodeRegistration:
         let e = err("kind: JoinConfiguration\n", "v1.29.7");
         assert!(e.message().contains("kind and apiVersion is mandatory"));
         let e = err(
-            &format!("{GOOD}controlPlane:\n  localAPIEndpoint: {{}}\n"),
+            &format!("{GOOD}controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: nope\n"),
             "v1.29.7",
         );
-        assert!(e.message().contains("control-plane node"));
+        assert!(
+            e.message()
+                .contains("controlPlane.localAPIEndpoint.advertiseAddress")
+        );
+    }
+
+    #[test]
+    fn control_plane_section() {
+        let text = format!(
+            "{GOOD}controlPlane:\n  certificateKey: {}\n  localAPIEndpoint:\n    advertiseAddress: 10.0.0.12\n    bindPort: 6443\n",
+            "ab".repeat(32)
+        );
+        let c = parse(&text, v("v1.29.7"), None, "h").unwrap();
+        let cp = c.control_plane.unwrap();
+        assert_eq!(cp.advertise_address.to_string(), "10.0.0.12");
+        assert_eq!(cp.bind_port, 6443);
+        assert!(!format!("{cp:?}").contains("abab"));
+        assert!(
+            parse(GOOD, v("v1.29.7"), None, "h")
+                .unwrap()
+                .control_plane
+                .is_none()
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Knobs {
     pub hang_after: Option<HangPoint>,
     /// Fail this many joins first.
     pub fail_times: u32,
+    /// What `kubeadm version` prints, when it differs from the behaviour (a wrapper
+    /// or a mislabelled build): makes the agent pick a config API this kubeadm rejects.
+    pub reported_version: Option<KubeVersion>,
 }
 
 impl Default for Knobs {
@@ -49,6 +52,7 @@ impl Default for Knobs {
             timeout_scale: 1.0,
             hang_after: None,
             fail_times: 0,
+            reported_version: None,
         }
     }
 }
@@ -89,6 +93,9 @@ impl Knobs {
                     }
                 }
                 "FAIL_TIMES" => k.fail_times = value.parse().with_context(ctx)?,
+                "REPORTED_VERSION" => {
+                    k.reported_version = Some(KubeVersion::parse(value).with_context(ctx)?)
+                }
                 other => bail!("line {}: unknown knob {other:?}", n + 1),
             }
         }
@@ -144,6 +151,13 @@ pub fn take_injected_failure(root: &Root, knobs: &Knobs) -> Result<Option<(u32, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_version_differs_from_behaviour() {
+        let k = Knobs::parse("REPORTED_VERSION=v1.21.0\n").unwrap();
+        assert_eq!(k.reported_version.map(|v| v.minor), Some(21));
+        assert_eq!(k.version.minor, 29);
+    }
 
     #[test]
     fn parses_knobs() {

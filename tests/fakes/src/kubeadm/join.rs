@@ -13,7 +13,7 @@ use super::discovery::{self, Discovered};
 use super::env::{self, HangPoint, Knobs};
 use super::error::{KubeadmError, generic, validation};
 use super::systemd::Systemctl;
-use super::{hang, kubelet_start, preflight};
+use super::{cp, hang, kubelet_start, preflight};
 use crate::fsroot::Root;
 use crate::httpclient::{ApiClient, Trust};
 use crate::kubeconfig::Auth;
@@ -33,13 +33,145 @@ const ALLOWED_WITH_CONFIG: &[&str] = &[
     "log-file",
 ];
 
-/// The worker join phases, in order; control-plane phases are no-ops on workers.
+/// The join phases `kubeadm join phase` accepts (check-etcd is hidden upstream);
+/// control-plane phases are no-ops on workers.
 pub const PHASES: &[&str] = &[
     "preflight",
     "control-plane-prepare",
     "kubelet-start",
     "control-plane-join",
+    "wait-control-plane",
 ];
+
+/// One runnable step of the join workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// preflight
+    Preflight,
+    /// control-plane-prepare/download-certs
+    DownloadCerts,
+    /// control-plane-prepare/certs
+    Certs,
+    /// control-plane-prepare/kubeconfig
+    Kubeconfig,
+    /// control-plane-prepare/control-plane
+    ControlPlaneManifests,
+    /// check-etcd (hidden; only in a full join)
+    CheckEtcd,
+    /// kubelet-start
+    KubeletStart,
+    /// control-plane-join/etcd
+    EtcdJoin,
+    /// control-plane-join/update-status (deprecated no-op; removed in v1.31)
+    UpdateStatus,
+    /// control-plane-join/mark-control-plane
+    MarkControlPlane,
+    /// wait-control-plane (v1.31+)
+    WaitControlPlane,
+}
+
+impl Step {
+    /// The name the workflow runner prints in `error execution phase <name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Preflight => "preflight",
+            Step::DownloadCerts => "control-plane-prepare/download-certs",
+            Step::Certs => "control-plane-prepare/certs",
+            Step::Kubeconfig => "control-plane-prepare/kubeconfig",
+            Step::ControlPlaneManifests => "control-plane-prepare/control-plane",
+            Step::CheckEtcd => "check-etcd",
+            Step::KubeletStart => "kubelet-start",
+            Step::EtcdJoin => "control-plane-join/etcd",
+            Step::UpdateStatus => "control-plane-join/update-status",
+            Step::MarkControlPlane => "control-plane-join/mark-control-plane",
+            Step::WaitControlPlane => "wait-control-plane",
+        }
+    }
+}
+
+fn has_update_status(v: crate::kubeversion::KubeVersion) -> bool {
+    !v.at_least(1, 31)
+}
+
+/// The steps of a whole `kubeadm join`, in upstream's order.
+pub fn all_steps(v: crate::kubeversion::KubeVersion) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Preflight,
+        Step::DownloadCerts,
+        Step::Certs,
+        Step::Kubeconfig,
+        Step::ControlPlaneManifests,
+        Step::CheckEtcd,
+        Step::KubeletStart,
+        Step::EtcdJoin,
+    ];
+    if has_update_status(v) {
+        steps.push(Step::UpdateStatus);
+    }
+    steps.push(Step::MarkControlPlane);
+    if v.at_least(1, 31) {
+        steps.push(Step::WaitControlPlane);
+    }
+    steps
+}
+
+/// The steps of `kubeadm join phase <phase> [<sub>]`; `Err` is cobra's complaint, `Ok(None)`
+/// a parent phase named without a sub-phase (cobra prints its help).
+pub fn phase_steps(
+    phase: &str,
+    sub: Option<&str>,
+    v: crate::kubeversion::KubeVersion,
+) -> Result<Option<Vec<Step>>, String> {
+    let unknown = |parent: &str, sub: &str| {
+        format!("unknown command {sub:?} for \"kubeadm join phase {parent}\"")
+    };
+    let steps = match (phase, sub) {
+        ("preflight", None) => vec![Step::Preflight],
+        ("kubelet-start", None) => vec![Step::KubeletStart],
+        ("wait-control-plane", None) if v.at_least(1, 31) => vec![Step::WaitControlPlane],
+        ("control-plane-prepare", None) | ("control-plane-join", None) => return Ok(None),
+        ("control-plane-prepare", Some("all")) => vec![
+            Step::DownloadCerts,
+            Step::Certs,
+            Step::Kubeconfig,
+            Step::ControlPlaneManifests,
+        ],
+        ("control-plane-prepare", Some("download-certs")) => vec![Step::DownloadCerts],
+        ("control-plane-prepare", Some("certs")) => vec![Step::Certs],
+        ("control-plane-prepare", Some("kubeconfig")) => vec![Step::Kubeconfig],
+        ("control-plane-prepare", Some("control-plane")) => vec![Step::ControlPlaneManifests],
+        ("control-plane-join", Some("all")) => {
+            let mut s = vec![Step::EtcdJoin];
+            if has_update_status(v) {
+                s.push(Step::UpdateStatus);
+            }
+            s.push(Step::MarkControlPlane);
+            s
+        }
+        ("control-plane-join", Some("etcd")) => vec![Step::EtcdJoin],
+        ("control-plane-join", Some("update-status")) if has_update_status(v) => {
+            vec![Step::UpdateStatus]
+        }
+        ("control-plane-join", Some("mark-control-plane")) => vec![Step::MarkControlPlane],
+        (parent @ ("control-plane-prepare" | "control-plane-join"), Some(other)) => {
+            return Err(unknown(parent, other));
+        }
+        ("wait-control-plane", _) => {
+            return Err("unknown command \"wait-control-plane\" for \"kubeadm join phase\"".into());
+        }
+        (parent, Some(arg)) => {
+            return Err(format!(
+                "unknown command {arg:?} for \"kubeadm join phase {parent}\""
+            ));
+        }
+        (other, None) => {
+            return Err(format!(
+                "unknown command {other:?} for \"kubeadm join phase\""
+            ));
+        }
+    };
+    Ok(Some(steps))
+}
 
 const JOIN_DONE: &str = "
 This node has joined the cluster:
@@ -67,6 +199,7 @@ pub struct JoinData {
     pub hostname: String,
     discovered: Option<Discovered>,
     kubelet_config: Option<String>,
+    cluster_configuration: Option<String>,
 }
 
 impl JoinData {
@@ -113,13 +246,16 @@ impl JoinData {
         );
         let client = self.bootstrap_client(&d)?;
         let timeout = self.knobs.scale(self.cfg.timeouts.kubernetes_api_call);
-        get_config_map(&client, "kubeadm-config", timeout)
+        let kubeadm_config = get_config_map(&client, "kubeadm-config", timeout)
             .await
             .map_err(|e| {
                 generic(format!(
                     "unable to fetch the kubeadm-config ConfigMap: failed to get config map: {e}"
                 ))
             })?;
+        self.cluster_configuration = kubeadm_config["data"]["ClusterConfiguration"]
+            .as_str()
+            .map(str::to_owned);
         // The kubelet-config ConfigMap lost its version suffix in v1.24.
         let v = self.knobs.version;
         let name = if v.at_least(1, 24) {
@@ -140,6 +276,16 @@ impl JoinData {
             .to_owned();
         self.kubelet_config = Some(text.clone());
         Ok(text)
+    }
+
+    /// The cluster's ClusterConfiguration (from kubeadm-config), read once.
+    pub async fn cluster_configuration(&mut self) -> Result<cp::ClusterCfg, KubeadmError> {
+        if self.cluster_configuration.is_none() {
+            self.kubelet_config().await?;
+        }
+        Ok(cp::ClusterCfg::parse(
+            self.cluster_configuration.as_deref().unwrap_or_default(),
+        ))
     }
 }
 
@@ -184,8 +330,8 @@ fn check_mixed_args(p: &Parsed) -> Result<(), KubeadmError> {
     }
 }
 
-/// Runs `kubeadm join` (phase `None`) or one phase. Returns the exit code.
-pub async fn run(p: &Parsed, phase: Option<&str>, root: Root, knobs: Knobs) -> i32 {
+/// Runs `kubeadm join` (steps `None`) or the steps of one phase. Returns the exit code.
+pub async fn run(p: &Parsed, phase: Option<Vec<Step>>, root: Root, knobs: Knobs) -> i32 {
     let verbosity = p.verbosity();
     match run_inner(p, phase, root, knobs).await {
         Ok(()) => 0,
@@ -195,7 +341,7 @@ pub async fn run(p: &Parsed, phase: Option<&str>, root: Root, knobs: Knobs) -> i
 
 async fn run_inner(
     p: &Parsed,
-    phase: Option<&str>,
+    phase: Option<Vec<Step>>,
     root: Root,
     knobs: Knobs,
 ) -> Result<(), KubeadmError> {
@@ -223,12 +369,16 @@ async fn run_inner(
         &cfg.ignore_preflight_errors,
     )?;
     let skip: BTreeSet<String> = p.list("skip-phases").into_iter().collect();
-    let phases: Vec<&str> = match phase {
-        Some(one) => vec![one],
-        None => PHASES
-            .iter()
-            .copied()
-            .filter(|ph| !skip.contains(*ph))
+    let whole = phase.is_none();
+    let steps: Vec<Step> = match phase {
+        Some(steps) => steps,
+        None => all_steps(knobs.version)
+            .into_iter()
+            .filter(|st| {
+                let name = st.name();
+                let parent = name.split('/').next().unwrap_or(name);
+                !skip.contains(name) && !skip.contains(parent)
+            })
             .collect(),
     };
     let mut data = JoinData {
@@ -241,21 +391,36 @@ async fn run_inner(
         hostname,
         discovered: None,
         kubelet_config: None,
+        cluster_configuration: None,
     };
-    for (i, ph) in phases.iter().enumerate() {
+    for (i, st) in steps.iter().enumerate() {
         if i == 0 {
-            inject_failure(&data, ph)?;
+            inject_failure(&data, st.name())?;
         }
-        let result = match *ph {
-            "preflight" => preflight_phase(&mut data).await,
-            "kubelet-start" => kubelet_start::run(&mut data).await,
+        let control_plane = data.cfg.control_plane.is_some();
+        let result = match st {
+            Step::Preflight => preflight_phase(&mut data).await,
+            Step::KubeletStart => kubelet_start::run(&mut data).await,
             // Control-plane phases do nothing on a worker (cfg.ControlPlane == nil).
-            _ => Ok(()),
+            _ if !control_plane => Ok(()),
+            Step::DownloadCerts => cp::prepare::download_certs(&mut data).await,
+            Step::Certs => cp::prepare::certs(&mut data).await,
+            Step::Kubeconfig => cp::prepare::kubeconfigs(&mut data).await,
+            Step::ControlPlaneManifests => cp::prepare::manifests(&mut data).await,
+            Step::CheckEtcd => cp::etcd::check_etcd(&mut data).await,
+            Step::EtcdJoin => cp::etcd::join(&mut data).await,
+            Step::UpdateStatus => cp::mark::update_status(&data),
+            Step::MarkControlPlane => cp::mark::mark_control_plane(&mut data).await,
+            Step::WaitControlPlane => cp::mark::wait_control_plane(&data),
         };
-        result.map_err(|e| e.in_phase(ph))?;
+        result.map_err(|e| e.in_phase(st.name()))?;
     }
-    if phase.is_none() {
-        print!("{JOIN_DONE}");
+    if whole {
+        if data.cfg.control_plane.is_some() {
+            print!("{}", cp::JOIN_DONE_CONTROL_PLANE);
+        } else {
+            print!("{JOIN_DONE}");
+        }
         println!();
     }
     Ok(())
@@ -276,7 +441,11 @@ fn inject_failure(data: &JoinData, phase: &str) -> Result<(), KubeadmError> {
 async fn preflight_phase(data: &mut JoinData) -> Result<(), KubeadmError> {
     println!("[preflight] Running pre-flight checks");
     preflight::run_join_checks(&data.root, &data.cfg, &data.ignore, data.systemctl.as_ref())?;
-    data.kubelet_config().await.map(|_| ())
+    data.kubelet_config().await?;
+    if data.cfg.control_plane.is_some() {
+        cp::preflight(data).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -290,6 +459,48 @@ mod tests {
             &[GLOBAL, JOIN],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn phase_names_follow_the_release() {
+        let v = |s: &str| crate::kubeversion::KubeVersion::parse(s).unwrap();
+        let names = |steps: Vec<Step>| steps.iter().map(|s| s.name()).collect::<Vec<_>>();
+        assert_eq!(
+            names(all_steps(v("v1.29.7")))[5..],
+            [
+                "check-etcd",
+                "kubelet-start",
+                "control-plane-join/etcd",
+                "control-plane-join/update-status",
+                "control-plane-join/mark-control-plane"
+            ]
+        );
+        assert_eq!(
+            names(all_steps(v("v1.31.2")))[7..],
+            [
+                "control-plane-join/etcd",
+                "control-plane-join/mark-control-plane",
+                "wait-control-plane"
+            ]
+        );
+        assert_eq!(
+            phase_steps("control-plane-join", Some("etcd"), v("v1.29.7")).unwrap(),
+            Some(vec![Step::EtcdJoin])
+        );
+        assert!(phase_steps("control-plane-join", Some("update-status"), v("v1.31.0")).is_err());
+        assert!(phase_steps("wait-control-plane", None, v("v1.29.7")).is_err());
+        assert!(phase_steps("check-etcd", None, v("v1.29.7")).is_err());
+        assert_eq!(
+            phase_steps("control-plane-prepare", None, v("v1.29.7")).unwrap(),
+            None
+        );
+        assert_eq!(
+            phase_steps("control-plane-prepare", Some("all"), v("v1.29.7"))
+                .unwrap()
+                .unwrap()
+                .len(),
+            4
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `fake-kubeadm`, installed in the node as `/usr/bin/kubeadm`: `version`, `join` (and
-//! `join phase preflight|kubelet-start`), `reset`, with upstream's output, files, exit
-//! codes and timings, steered by `/etc/fake-k8s/kubeadm.env`.
+//! `join phase ...`, worker and stacked control-plane), `reset`, with upstream's output,
+//! files, exit codes and timings, steered by `/etc/fake-k8s/kubeadm.env`.
 
 pub mod args;
 pub mod config;
+pub mod cp;
 pub mod discovery;
 pub mod env;
 pub mod error;
@@ -122,7 +123,7 @@ pub fn run(argv: Vec<String>) -> i32 {
             0
         }
         Some("version") => match parse(&[GLOBAL, VERSION]) {
-            Ok(p) => version_cmd(&p, knobs.version),
+            Ok(p) => version_cmd(&p, knobs.reported_version.unwrap_or(knobs.version)),
             Err(e) => cobra_error(&e),
         },
         Some("reset") => match parse(&[GLOBAL, RESET]) {
@@ -149,7 +150,22 @@ pub fn run(argv: Vec<String>) -> i32 {
             }
             let phase = match p.args.first().map(String::as_str) {
                 Some("phase") => match p.args.get(1).map(String::as_str) {
-                    Some(name) if join::PHASES.contains(&name) => Some(name.to_owned()),
+                    Some(name) if join::PHASES.contains(&name) => {
+                        match join::phase_steps(
+                            name,
+                            p.args.get(2).map(String::as_str),
+                            knobs.version,
+                        ) {
+                            Ok(Some(steps)) => Some(steps),
+                            Ok(None) => {
+                                println!(
+                                    "Use this command to invoke single phase of the {name} workflow"
+                                );
+                                return 0;
+                            }
+                            Err(e) => return cobra_error(&e),
+                        }
+                    }
                     Some(other) => {
                         return cobra_error(&format!(
                             "unknown command {other:?} for \"kubeadm join phase\""
@@ -173,7 +189,7 @@ pub fn run(argv: Vec<String>) -> i32 {
                 }
             };
             crate::install_crypto_provider();
-            runtime.block_on(join::run(&p, phase.as_deref(), root, knobs))
+            runtime.block_on(join::run(&p, phase, root, knobs))
         }
         Some(other) => cobra_error(&format!("unknown command {other:?} for \"kubeadm\"")),
     }

@@ -26,6 +26,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A passing outcome for the check `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self::new(name)
+    }
+
+    /// Adds an error.
+    pub fn with_error(self, e: impl Into<String>) -> Self {
+        self.error(e)
+    }
+
     fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -69,7 +79,8 @@ pub fn ignore_set(
     }
 }
 
-fn file_available(root: &Root, path: &str) -> Outcome {
+/// FileAvailable--<path>: the file must not exist.
+pub fn file_available(root: &Root, path: &str) -> Outcome {
     let o = Outcome::new(format!("FileAvailable-{}", path.replace('/', "-")));
     if root.path(path).symlink_metadata().is_ok() {
         o.error(format!("{path} already exists"))
@@ -78,7 +89,8 @@ fn file_available(root: &Root, path: &str) -> Outcome {
     }
 }
 
-fn dir_available(root: &Root, path: &str) -> Outcome {
+/// DirAvailable--<path>: the directory must be absent or empty.
+pub fn dir_available(root: &Root, path: &str) -> Outcome {
     let o = Outcome::new(format!("DirAvailable-{}", path.replace('/', "-")));
     let non_empty =
         std::fs::read_dir(root.path(path)).is_ok_and(|mut entries| entries.next().is_some());
@@ -192,7 +204,8 @@ pub fn run_root_check(ignore: &BTreeSet<String>) -> Result<(), KubeadmError> {
     report(vec![is_privileged_user()], ignore)
 }
 
-fn report(checks: Vec<Outcome>, ignore: &BTreeSet<String>) -> Result<(), KubeadmError> {
+/// Prints warnings and turns errors into one preflight error.
+pub fn report(checks: Vec<Outcome>, ignore: &BTreeSet<String>) -> Result<(), KubeadmError> {
     let mut errors = String::new();
     for mut c in checks {
         if ignore.contains("all") || ignore.contains(&c.name.to_lowercase()) {

@@ -96,12 +96,19 @@ pub fn run(p: &Parsed, root: &Root, version: KubeVersion) -> Result<(), KubeadmE
             println!("[reset] Please ensure kubelet is stopped manually");
         }
     }
+    // remove-etcd-member: on a stacked control plane, leave the etcd cluster and wipe
+    // the member's data (phases/reset/removeetcdmember.go).
+    let mut dirs: Vec<String> = Vec::new();
+    if let Some(etcd_dir) = super::cp::etcd::reset_local_member(root, version) {
+        dirs.push(etcd_dir);
+    }
+    dirs.extend(DIRS.iter().map(|d| d.to_string()));
     println!("[reset] Unmounting mounted directories in \"/var/lib/kubelet\"");
     println!(
         "[reset] Deleting contents of directories: [{}]",
-        DIRS.join(" ")
+        dirs.join(" ")
     );
-    for dir in DIRS {
+    for dir in &dirs {
         if let Err(e) = clean_dir(root, dir) {
             eprintln!("[reset] Failed to delete contents of {dir:?} directory: {e}");
         }

@@ -1,0 +1,524 @@
+//! A small etcd v3 client: one gRPC call per method, over TLS with a client certificate
+//! (etcd as kubeadm sets it up requires one), built on tonic like the CRI client.
+//!
+//! Every call names its endpoint in errors, so a report says which member refused.
+
+use super::members::{Member, MemberId};
+use super::proto;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+/// The etcd CA kubeadm downloads onto a joining control plane (node path).
+pub const CA_CERT: &str = "/etc/kubernetes/pki/etcd/ca.crt";
+/// The client certificate kubeadm generates for the API server's etcd access (node path),
+/// written by `kubeadm join phase control-plane-prepare certs`.
+pub const CLIENT_CERT: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
+/// Its key (node path).
+pub const CLIENT_KEY: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
+
+/// etcd's message when a learner is promoted before it caught up with the leader.
+pub const LEARNER_NOT_READY: &str =
+    "can only promote a learner member which is in sync with leader";
+/// etcd's message when a learner is added while another one exists (3.4 allows one).
+pub const TOO_MANY_LEARNERS: &str = "too many learner members in cluster";
+/// etcd's message when a member ID is unknown.
+pub const MEMBER_NOT_FOUND: &str = "member not found";
+/// etcd's message when a member with the same peer URL exists.
+pub const PEER_URL_EXISTS: &str = "Peer URLs already exists";
+
+/// Where the TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle (PEM).
+    pub ca: PathBuf,
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// Client key (PEM: PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// kubeadm's files on a joining control plane, below `paths`' root.
+    pub fn kubeadm(paths: &crate::paths::Paths) -> Self {
+        Self {
+            ca: paths.at(CA_CERT),
+            cert: paths.at(CLIENT_CERT),
+            key: paths.at(CLIENT_KEY),
+        }
+    }
+
+    /// The first of the three files that does not exist.
+    pub fn missing(&self) -> Option<&Path> {
+        [&self.ca, &self.cert, &self.key]
+            .into_iter()
+            .find(|p| !p.exists())
+            .map(PathBuf::as_path)
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EtcdError {
+    /// A TLS file could not be read or used.
+    #[error("{path}: {detail}")]
+    Tls {
+        /// The file (or "TLS configuration").
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// No connection (refused, timed out, TLS handshake failed).
+    #[error("cannot connect to etcd at {endpoint}: {detail}")]
+    Connect {
+        /// The client URL.
+        endpoint: String,
+        /// The transport error, with its causes.
+        detail: String,
+    },
+    /// etcd answered with an error status.
+    #[error("etcd at {endpoint} refused {call}: {message}")]
+    Rpc {
+        /// The client URL.
+        endpoint: String,
+        /// `MemberAdd`, `Status`, ...
+        call: &'static str,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// etcd's message (`etcdserver: too many learner members in cluster`).
+        message: String,
+    },
+    /// None of the endpoints answered.
+    #[error("no etcd endpoint answered ({tried}); last error: {last}")]
+    NoEndpoint {
+        /// The endpoints tried, comma-separated.
+        tried: String,
+        /// The last error.
+        last: Box<EtcdError>,
+    },
+}
+
+impl EtcdError {
+    /// etcd's own message, when it answered.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            EtcdError::Rpc { message, .. } => Some(message),
+            EtcdError::NoEndpoint { last, .. } => last.message(),
+            _ => None,
+        }
+    }
+
+    fn says(&self, what: &str) -> bool {
+        self.message().is_some_and(|m| m.contains(what))
+    }
+
+    /// The learner is not in sync with the leader yet.
+    pub fn is_learner_not_ready(&self) -> bool {
+        self.says(LEARNER_NOT_READY)
+    }
+
+    /// Another learner exists.
+    pub fn is_too_many_learners(&self) -> bool {
+        self.says(TOO_MANY_LEARNERS)
+    }
+
+    /// The member is gone already.
+    pub fn is_member_not_found(&self) -> bool {
+        self.says(MEMBER_NOT_FOUND)
+    }
+
+    /// A member with that peer URL exists.
+    pub fn is_peer_url_exists(&self) -> bool {
+        self.says(PEER_URL_EXISTS)
+    }
+
+    /// Worth asking another endpoint: the member is down, unreachable or has no leader.
+    pub fn try_elsewhere(&self) -> bool {
+        match self {
+            EtcdError::Connect { .. } | EtcdError::NoEndpoint { .. } => true,
+            EtcdError::Rpc { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ),
+            EtcdError::Tls { .. } => false,
+        }
+    }
+}
+
+/// What one member says about itself and the cluster (`Maintenance.Status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The client URL asked.
+    pub endpoint: String,
+    /// The member that answered.
+    pub member: MemberId,
+    /// The leader it knows, if any.
+    pub leader: Option<MemberId>,
+    /// Raft term.
+    pub raft_term: u64,
+    /// Raft committed index.
+    pub raft_index: u64,
+    /// Raft applied index.
+    pub applied_index: u64,
+    /// It is a learner.
+    pub is_learner: bool,
+    /// Alarms and health errors it reports.
+    pub errors: Vec<String>,
+    /// Its cluster protocol version.
+    pub version: String,
+}
+
+/// An etcd client for any number of endpoints; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tls: ClientTlsConfig,
+    connect_timeout: Duration,
+    call_timeout: Duration,
+}
+
+impl Client {
+    /// A client with the TLS material in `files`.
+    pub fn from_files(files: &TlsFiles) -> Result<Self, EtcdError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| EtcdError::Tls {
+                path: p.display().to_string(),
+                detail: format!("cannot read: {e}"),
+            })
+        };
+        Ok(Self::from_pem(
+            &read(&files.ca)?,
+            &read(&files.cert)?,
+            &read(&files.key)?,
+        ))
+    }
+
+    /// A client from PEM text (CA bundle, client certificate, client key).
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Self {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key))
+            // etcd speaks gRPC over HTTP/2; some builds do not negotiate it by ALPN.
+            .assume_http2(true);
+        Self {
+            tls,
+            connect_timeout: Duration::from_secs(3),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Changes the per-call deadline (connecting has its own, shorter one).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    async fn channel(&self, endpoint: &str) -> Result<tonic::transport::Channel, EtcdError> {
+        let connect = |detail: String| EtcdError::Connect {
+            endpoint: endpoint.to_string(),
+            detail,
+        };
+        let mut tls = self.tls.clone();
+        // tonic takes the TLS server name from the URI's host, which keeps an IPv6
+        // address's brackets; rustls wants the bare address.
+        if let Some((host, _)) = super::members::host_port(endpoint)
+            && host.contains(':')
+        {
+            tls = tls.domain_name(host);
+        }
+        let ep = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| connect(format!("not a URL: {e}")))?
+            .tls_config(tls)
+            .map_err(|e| connect(error_chain(&e)))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.call_timeout);
+        let detail =
+            match tokio::time::timeout(self.connect_timeout + Duration::from_secs(1), ep.connect())
+                .await
+            {
+                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Err(e)) => error_chain(&e),
+                Err(_) => format!("timed out after {}s", self.connect_timeout.as_secs()),
+            };
+        if detail.contains("timed out") && self.accepts_tcp(endpoint).await {
+            return Err(connect(format!(
+                "the port accepts connections but etcd does not answer within {}s; an etcd member answers clients only once its cluster has a leader (a quorum of its members running)",
+                self.connect_timeout.as_secs()
+            )));
+        }
+        Err(connect(detail))
+    }
+
+    /// Whether the endpoint's port accepts a TCP connection (to tell a member that is
+    /// up but not ready from one that is down).
+    async fn accepts_tcp(&self, endpoint: &str) -> bool {
+        let Some((host, port)) = super::members::host_port(endpoint) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect((host.as_str(), port))
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn unary<Q, R>(&self, endpoint: &str, call: &'static str, req: Q) -> Result<R, EtcdError>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        let channel = self.channel(endpoint).await?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| EtcdError::Connect {
+            endpoint: endpoint.to_string(),
+            detail: error_chain(&e),
+        })?;
+        let (service, method) = call.split_once('/').unwrap_or(("Cluster", call));
+        let path =
+            PathAndQuery::try_from(format!("/etcdserverpb.{service}/{method}")).map_err(|e| {
+                EtcdError::Tls {
+                    path: "gRPC path".into(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let rpc = method;
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(self.call_timeout);
+        let reply = tokio::time::timeout(
+            self.call_timeout + Duration::from_secs(1),
+            grpc.unary(request, path, tonic_prost::ProstCodec::<Q, R>::default()),
+        )
+        .await
+        .map_err(|_| EtcdError::Rpc {
+            endpoint: endpoint.to_string(),
+            call: call_name(rpc),
+            code: tonic::Code::DeadlineExceeded,
+            message: format!("no answer within {}s", self.call_timeout.as_secs()),
+        })?;
+        reply.map(tonic::Response::into_inner).map_err(|s| {
+            // A status from the transport (connection reset) has no etcd message.
+            let message = if s.message().is_empty() {
+                format!("{:?}", s.code())
+            } else {
+                s.message().to_string()
+            };
+            EtcdError::Rpc {
+                endpoint: endpoint.to_string(),
+                call: call_name(rpc),
+                code: s.code(),
+                message,
+            }
+        })
+    }
+
+    /// `Cluster.MemberList`.
+    pub async fn member_list(&self, endpoint: &str) -> Result<Vec<Member>, EtcdError> {
+        let resp: proto::MemberListResponse = self
+            .unary(
+                endpoint,
+                "Cluster/MemberList",
+                proto::MemberListRequest::default(),
+            )
+            .await?;
+        Ok(resp.members.into_iter().map(Member::from).collect())
+    }
+
+    /// `Cluster.MemberAdd`: returns the new member and all members after the addition.
+    pub async fn member_add(
+        &self,
+        endpoint: &str,
+        peer_urls: Vec<String>,
+        learner: bool,
+    ) -> Result<(Member, Vec<Member>), EtcdError> {
+        let resp: proto::MemberAddResponse = self
+            .unary(
+                endpoint,
+                "Cluster/MemberAdd",
+                proto::MemberAddRequest {
+                    peer_urls,
+                    is_learner: learner,
+                },
+            )
+            .await?;
+        let added = resp.member.map(Member::from).ok_or(EtcdError::Rpc {
+            endpoint: endpoint.to_string(),
+            call: "MemberAdd",
+            code: tonic::Code::Internal,
+            message: "the answer names no member".into(),
+        })?;
+        Ok((added, resp.members.into_iter().map(Member::from).collect()))
+    }
+
+    /// `Cluster.MemberRemove`: returns the members left.
+    pub async fn member_remove(
+        &self,
+        endpoint: &str,
+        id: MemberId,
+    ) -> Result<Vec<Member>, EtcdError> {
+        let resp: proto::MemberRemoveResponse = self
+            .unary(
+                endpoint,
+                "Cluster/MemberRemove",
+                proto::MemberRemoveRequest { id: id.0 },
+            )
+            .await?;
+        Ok(resp.members.into_iter().map(Member::from).collect())
+    }
+
+    /// `Cluster.MemberPromote`: returns the members after the promotion.
+    pub async fn member_promote(
+        &self,
+        endpoint: &str,
+        id: MemberId,
+    ) -> Result<Vec<Member>, EtcdError> {
+        let resp: proto::MemberPromoteResponse = self
+            .unary(
+                endpoint,
+                "Cluster/MemberPromote",
+                proto::MemberPromoteRequest { id: id.0 },
+            )
+            .await?;
+        Ok(resp.members.into_iter().map(Member::from).collect())
+    }
+
+    /// `Maintenance.Status` of the member at `endpoint` (learners answer it too).
+    pub async fn status(&self, endpoint: &str) -> Result<Status, EtcdError> {
+        let resp: proto::StatusResponse = self
+            .unary(endpoint, "Maintenance/Status", proto::StatusRequest {})
+            .await?;
+        Ok(Status {
+            endpoint: endpoint.to_string(),
+            member: MemberId(resp.header.map(|h| h.member_id).unwrap_or(0)),
+            leader: (resp.leader != 0).then_some(MemberId(resp.leader)),
+            raft_term: resp.raft_term,
+            raft_index: resp.raft_index,
+            applied_index: resp.raft_applied_index,
+            is_learner: resp.is_learner,
+            errors: resp.errors,
+            version: resp.version,
+        })
+    }
+
+    /// Calls `f` on each endpoint in order until one answers; an answer that is an
+    /// error from etcd itself (not "unavailable") is final. Returns the endpoint used.
+    pub async fn first<T>(
+        &self,
+        endpoints: &[String],
+        mut f: impl AsyncFnMut(&Client, &str) -> Result<T, EtcdError>,
+    ) -> Result<(String, T), EtcdError> {
+        let mut last = None;
+        for ep in endpoints {
+            match f(self, ep).await {
+                Ok(v) => return Ok((ep.clone(), v)),
+                Err(e) if e.try_elsewhere() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EtcdError::NoEndpoint {
+            tried: endpoints.join(", "),
+            last: Box::new(last.unwrap_or(EtcdError::Connect {
+                endpoint: String::new(),
+                detail: "no endpoints configured".into(),
+            })),
+        })
+    }
+}
+
+fn call_name(method: &str) -> &'static str {
+    match method {
+        "MemberList" => "MemberList",
+        "MemberAdd" => "MemberAdd",
+        "MemberRemove" => "MemberRemove",
+        "MemberPromote" => "MemberPromote",
+        "Status" => "Status",
+        _ => "call",
+    }
+}
+
+/// An error and its causes, "a: b: c" (tonic's own Display says only "transport error").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_messages_are_recognized() {
+        let rpc = |code, message: &str| EtcdError::Rpc {
+            endpoint: "https://10.0.0.11:2379".into(),
+            call: "MemberPromote",
+            code,
+            message: message.into(),
+        };
+        let e = rpc(
+            tonic::Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        );
+        assert!(e.is_learner_not_ready() && !e.try_elsewhere());
+        assert!(
+            rpc(
+                tonic::Code::FailedPrecondition,
+                "etcdserver: too many learner members in cluster"
+            )
+            .is_too_many_learners()
+        );
+        assert!(rpc(tonic::Code::NotFound, "etcdserver: member not found").is_member_not_found());
+        assert!(rpc(tonic::Code::Unavailable, "etcdserver: no leader").try_elsewhere());
+        let wrapped = EtcdError::NoEndpoint {
+            tried: "a, b".into(),
+            last: Box::new(e.clone()),
+        };
+        assert!(wrapped.is_learner_not_ready());
+        assert_eq!(
+            e.to_string(),
+            "etcd at https://10.0.0.11:2379 refused MemberPromote: etcdserver: can only promote a learner member which is in sync with leader"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error_naming_the_endpoint() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let ca = crate::testutil::TestCa::new();
+        let (cert, key) = ca.client("kube-apiserver-etcd-client", "", false);
+        let client = Client::from_pem(ca.pem.as_bytes(), cert.as_bytes(), key.as_bytes());
+        let ep = format!("https://127.0.0.1:{port}");
+        let err = client.member_list(&ep).await.unwrap_err();
+        assert!(matches!(err, EtcdError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains(&ep), "{err}");
+        assert!(err.try_elsewhere());
+        let both = client
+            .first(&[ep.clone(), ep.clone()], async |c, ep| c.status(ep).await)
+            .await
+            .unwrap_err();
+        assert!(matches!(both, EtcdError::NoEndpoint { .. }));
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles::kubeadm(&crate::paths::Paths::new(dir.path()));
+        assert!(files.missing().unwrap().ends_with("pki/etcd/ca.crt"));
+        let err = Client::from_files(&files).unwrap_err();
+        assert!(err.to_string().contains("ca.crt: cannot read"), "{err}");
+    }
+}
