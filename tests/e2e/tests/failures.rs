@@ -68,6 +68,25 @@ fn kubeadm_missing_fails_fast() {
 }
 
 #[test]
+fn kubeadm_rejecting_the_config_fails_fast() {
+    // `kubeadm version` claims 1.21, so the agent writes a v1beta2 JoinConfiguration,
+    // which this (1.29) kubeadm no longer decodes: exit 3.
+    let (node, cp) = prepare("kubeadm_rejects_config", |i| {
+        i.kubeadm_env("REPORTED_VERSION=v1.21.0\n")
+    });
+    let _a = artifacts::Guard::new("kubeadm_rejects_config", &node, Some(&cp));
+    must((|| {
+        boot(&node)?;
+        check_stopped(&node, "config-invalid", 78, &["exit 3", "v1beta2"])?;
+        ensure!(
+            join_invocations(&kubeadm_invocations(&node)).len() == 1,
+            "retried a rejected configuration"
+        );
+        Ok(())
+    })());
+}
+
+#[test]
 fn ca_pin_mismatch_fails_fast_naming_both_hashes() {
     let wrong = format!("sha256:{}", "ab".repeat(32));
     let (node, cp) = prepare("ca_pin_mismatch", |mut i| {
@@ -415,14 +434,15 @@ fn retries_are_bounded() {
 }
 
 /// Kills the agent with SIGKILL once `ready` holds; systemd must restart it and the
-/// node must end joined.
+/// node must end joined. `kubeadm_env` can hold kubeadm in place until the kill.
 fn crash_at(
     test: &str,
     knobs: serde_json::Value,
+    kubeadm_env: &str,
     ready: impl Fn(&kja_e2e::Node) -> Result<bool>,
     heal: serde_json::Value,
 ) {
-    let (node, cp) = prepare(test, |i| i.extra_toml(FAST_RETRY));
+    let (node, cp) = prepare(test, |i| i.extra_toml(FAST_RETRY).kubeadm_env(kubeadm_env));
     let _a = artifacts::Guard::new(test, &node, Some(&cp));
     must((|| {
         cp.set_knobs(knobs.clone())?;
@@ -443,6 +463,7 @@ fn crash_at(
         node.exec_ok(&["kill", "-9", &pid])?;
         eprintln!("killed the agent (pid {pid})");
         cp.set_knobs(heal.clone())?;
+        node.write_file("/etc/fake-k8s/kubeadm.env", b"", 0o644)?;
         wait::until_ok(
             "systemd to restart the agent",
             Duration::from_secs(30),
@@ -470,6 +491,7 @@ fn crash_before_discovery() {
     crash_at(
         "crash_before_discovery",
         json!({"unavailable_until_unix": now_unix() + 3600.0}),
+        "",
         |n| agent_in_phase(n, "discovery"),
         json!({}),
     );
@@ -482,8 +504,25 @@ fn crash_during_kubeadm_and_tls_bootstrap() {
     crash_at(
         "crash_during_kubeadm",
         json!({"csr_approval": "manual"}),
+        "",
         |n| Ok(agent_in_phase(n, "handoff")? && n.unit_state("kubelet.service")? == "active"),
         json!({"csr_approval": "auto"}),
+    );
+}
+
+#[test]
+fn crash_during_kubeadm_before_kubelet_starts() {
+    // kubeadm hangs after discovery: the agent dies while kubeadm runs and kubelet is
+    // still gated; the restarted agent cleans up what kubeadm left and joins.
+    crash_at(
+        "crash_before_handoff",
+        json!({}),
+        "HANG_AFTER=discovery\n",
+        |n| {
+            Ok(agent_in_phase(n, "join")?
+                && n.exec_ok(&["ps", "-eo", "args"])?.contains("kubeadm join"))
+        },
+        json!({}),
     );
 }
 
