@@ -19,6 +19,8 @@ pub struct ApiError {
     pub what: String,
     /// The HTTP status or transport error.
     pub detail: String,
+    /// The HTTP status, when the server answered.
+    pub status: Option<u16>,
 }
 
 /// An authenticated client for one API server.
@@ -35,6 +37,8 @@ pub struct NodeReadiness {
     pub ready: String,
     /// The condition's lastHeartbeatTime, if reported.
     pub last_heartbeat: String,
+    /// The condition's "reason: message".
+    pub detail: String,
 }
 
 impl ApiClient {
@@ -47,11 +51,32 @@ impl ApiClient {
         let config = tls(ca, None).map_err(|detail| ApiError {
             what: "building the API client".into(),
             detail,
+            status: None,
         })?;
         Ok(Self {
             base: format!("https://{endpoint}"),
             client: build(config)?,
             bearer: Some(token.expose_full()),
+        })
+    }
+
+    /// A client authenticated with a client certificate (PEM chain and key), at `server`.
+    pub fn with_client_cert(
+        server: &str,
+        ca: &[CertificateDer<'static>],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, ApiError> {
+        let identity = (cert_pem.to_vec(), key_pem.to_vec());
+        let config = tls(ca, Some(&identity)).map_err(|detail| ApiError {
+            what: "building the API client".into(),
+            detail,
+            status: None,
+        })?;
+        Ok(Self {
+            base: server.trim_end_matches('/').to_string(),
+            client: build(config)?,
+            bearer: None,
         })
     }
 
@@ -65,6 +90,7 @@ impl ApiClient {
         let err = |detail: String| ApiError {
             what: format!("using {}", file.display()),
             detail,
+            status: None,
         };
         let kc = Kubeconfig::read(&paths.resolve(file)).map_err(|e| err(e.to_string()))?;
         let mut roots: Vec<CertificateDer<'static>> = ca.to_vec();
@@ -105,11 +131,12 @@ impl ApiClient {
         let err = |detail: String| ApiError {
             what: what.to_string(),
             detail,
+            status: None,
         };
         let response = request
             .send()
             .await
-            .map_err(|e| err(crate::discovery::error_chain(&e)))?;
+            .map_err(|e| err(crate::failure::error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| err(e.to_string()))?;
         Ok((status, body.to_vec()))
@@ -132,26 +159,14 @@ impl ApiClient {
                     serde_json::from_slice(&body).map_err(|e| ApiError {
                         what,
                         detail: format!("not JSON: {e}"),
+                        status: Some(200),
                     })?;
-                let conditions = node["status"]["conditions"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                let ready = conditions.iter().find(|c| c["type"] == "Ready");
-                Ok(Some(NodeReadiness {
-                    ready: ready
-                        .and_then(|c| c["status"].as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                    last_heartbeat: ready
-                        .and_then(|c| c["lastHeartbeatTime"].as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                }))
+                Ok(Some(readiness(&node)))
             }
             other => Err(ApiError {
                 what,
                 detail: format!("HTTP {other}"),
+                status: Some(other),
             }),
         }
     }
@@ -171,6 +186,7 @@ impl ApiClient {
             other => Err(ApiError {
                 what,
                 detail: format!("HTTP {other}"),
+                status: Some(other),
             }),
         }
     }
@@ -189,13 +205,39 @@ impl ApiClient {
             return Err(ApiError {
                 what,
                 detail: format!("HTTP {status}"),
+                status: Some(status),
             });
         }
         let list: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError {
             what,
             detail: format!("not JSON: {e}"),
+            status: Some(200),
         })?;
         Ok(pending_in(&list, username))
+    }
+}
+
+/// The Ready condition of a Node object.
+pub fn readiness(node: &serde_json::Value) -> NodeReadiness {
+    let conditions = node["status"]["conditions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match conditions.iter().find(|c| c["type"] == "Ready") {
+        Some(c) => NodeReadiness {
+            ready: c["status"].as_str().unwrap_or("").to_string(),
+            last_heartbeat: c["lastHeartbeatTime"].as_str().unwrap_or("").to_string(),
+            detail: format!(
+                "{}: {}",
+                c["reason"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            ),
+        },
+        None => NodeReadiness {
+            ready: String::new(),
+            last_heartbeat: String::new(),
+            detail: "the kubelet has not reported a Ready condition yet".into(),
+        },
     }
 }
 
@@ -257,12 +299,29 @@ fn build(config: rustls::ClientConfig) -> Result<reqwest::Client, ApiError> {
         .map_err(|e| ApiError {
             what: "building the API client".into(),
             detail: e.to_string(),
+            status: None,
         })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_ready_condition() {
+        let node = serde_json::json!({"status": {"conditions": [
+            {"type": "MemoryPressure", "status": "False"},
+            {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "cni plugin not initialized"}
+        ]}});
+        let r = readiness(&node);
+        assert_eq!(r.ready, "False");
+        assert!(r.detail.contains("cni plugin not initialized"));
+        assert_eq!(readiness(&serde_json::json!({})).ready, "");
+        assert_eq!(
+            readiness(&serde_json::json!({"status": {"conditions": 5}})).ready,
+            ""
+        );
+    }
 
     #[test]
     fn pending_csrs_are_those_of_this_token_without_a_verdict() {

@@ -252,6 +252,22 @@ impl Failure {
     }
 }
 
+/// An error and its causes on one line, "a: b: c": transport errors (reqwest, tonic)
+/// say only "error sending request" in their own Display.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,7 +213,7 @@ async fn fetch(
     verified: bool,
 ) -> Result<(Vec<u8>, Option<SystemTime>), DiscoveryError> {
     let response = client.get(url).send().await.map_err(|e| {
-        let detail = error_chain(&e);
+        let detail = crate::failure::error_chain(&e);
         // With the CA pinned, a TLS failure is an identity problem, not an outage.
         if verified && (detail.contains("certificate") || detail.contains("Certificate")) {
             DiscoveryError::ServerIdentity {
@@ -238,7 +238,7 @@ async fn fetch(
         .await
         .map_err(|e| DiscoveryError::Unreachable {
             endpoint: endpoint.to_string(),
-            detail: format!("reading the response: {}", error_chain(&e)),
+            detail: format!("reading the response: {}", crate::failure::error_chain(&e)),
         })?;
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(DiscoveryError::Unreachable {
@@ -255,21 +255,6 @@ async fn fetch(
         });
     }
     Ok((body.to_vec(), date))
-}
-
-/// `e` and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s = s.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = std::error::Error::source(source.unwrap());
-    }
-    text
 }
 
 /// Pulls `data.kubeconfig` and `data.jws-kubeconfig-<id>` out of the ConfigMap JSON.

@@ -232,7 +232,7 @@ impl Client {
         let ep = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| connect(format!("not a URL: {e}")))?
             .tls_config(tls)
-            .map_err(|e| connect(error_chain(&e)))?
+            .map_err(|e| connect(crate::failure::error_chain(&e)))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.call_timeout);
         let detail =
@@ -240,7 +240,7 @@ impl Client {
                 .await
             {
                 Ok(Ok(channel)) => return Ok(channel),
-                Ok(Err(e)) => error_chain(&e),
+                Ok(Err(e)) => crate::failure::error_chain(&e),
                 Err(_) => format!("timed out after {}s", self.connect_timeout.as_secs()),
             };
         if detail.contains("timed out") && self.accepts_tcp(endpoint).await {
@@ -277,7 +277,7 @@ impl Client {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| EtcdError::Connect {
             endpoint: endpoint.to_string(),
-            detail: error_chain(&e),
+            detail: crate::failure::error_chain(&e),
         })?;
         let (service, method) = call.split_once('/').unwrap_or(("Cluster", call));
         let path =
@@ -439,21 +439,6 @@ fn call_name(method: &str) -> &'static str {
         "Status" => "Status",
         _ => "call",
     }
-}
-
-/// An error and its causes, "a: b: c" (tonic's own Display says only "transport error").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -9,15 +9,16 @@
 //! Every scenario first shows its fault (the failure or waiting line in the journal),
 //! then, where the fault can be fixed, fixes it and sees the join complete.
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use kja_e2e::control_plane::FakeControlPlane;
 use kja_e2e::etcd::EtcdCluster;
 use kja_e2e::install::{self, AGENT_STATE_PATH, AGENT_UNIT, Install, KUBEADM_INVOCATIONS_LOG};
 use kja_e2e::node::{Node, NodeSpec};
+use kja_e2e::scenario::{boot, failure_lines, wait_joined};
 use kja_e2e::{artifacts, wait};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The certificate key `kubeadm init phase upload-certs` would have printed.
 const CERT_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -87,19 +88,6 @@ fn prepare(test: &str, o: Options<'_>) -> Scene {
     Scene { etcd, api, node }
 }
 
-fn boot(node: &Node) -> Result<Instant> {
-    let t0 = Instant::now();
-    node.start()?;
-    let state = node.wait_systemd()?;
-    eprintln!("node {} {state} after {:?}", node.name(), t0.elapsed());
-    Ok(t0)
-}
-
-fn agent_state(node: &Node) -> Result<Value> {
-    let text = node.read_to_string(AGENT_STATE_PATH)?;
-    serde_json::from_str(&text).with_context(|| format!("state.json is not JSON: {text:?}"))
-}
-
 /// The agent's journal entries of this boot.
 fn agent_entries(node: &Node) -> Result<Vec<Value>> {
     node.journal_entries(Some(AGENT_UNIT))
@@ -107,18 +95,6 @@ fn agent_entries(node: &Node) -> Result<Vec<Value>> {
 
 fn message(e: &Value) -> &str {
     e["MESSAGE"].as_str().unwrap_or_default()
-}
-
-/// `(FAILURE=, MESSAGE=)` of every classified failure the agent logged this boot.
-fn failures(node: &Node) -> Result<Vec<(String, String)>> {
-    Ok(agent_entries(node)?
-        .iter()
-        .filter_map(|e| {
-            e["FAILURE"]
-                .as_str()
-                .map(|f| (f.to_string(), message(e).to_string()))
-        })
-        .collect())
 }
 
 /// Waits for a journal line of the agent containing all of `needles`; returns it.
@@ -134,29 +110,6 @@ fn wait_for_line(node: &Node, what: &str, needles: &[&str], timeout: Duration) -
         let tail: Vec<&str> = entries.iter().rev().take(5).map(message).collect();
         bail!("last agent lines: {tail:?}")
     })
-}
-
-/// Waits until the agent reached serve, joined (gives up early if its unit failed).
-fn wait_joined(node: &Node, timeout: Duration) -> Result<Value> {
-    wait::until_ok("the agent to reach serve, joined", timeout, POLL, || {
-        let unit = node.unit_state(AGENT_UNIT)?;
-        let state = agent_state(node);
-        let seen = match &state {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("no state ({e:#})"),
-        };
-        if unit == "failed" {
-            return Ok(Err(anyhow!("{AGENT_UNIT} failed; state.json: {seen}")));
-        }
-        if let Ok(s) = &state
-            && s["joined"] == Value::Bool(true)
-            && s["phase"] == "serve"
-            && unit == "active"
-        {
-            return Ok(Ok(s.clone()));
-        }
-        bail!("{AGENT_UNIT} is {unit}; state.json: {seen}")
-    })?
 }
 
 /// What every successful control-plane join must show.
@@ -273,7 +226,7 @@ fn stale_learner_is_reported_with_its_removal_command() {
             "exit status {}",
             exit_status(&s.node)?
         );
-        let f = failures(&s.node)?;
+        let f = failure_lines(&s.node)?;
         let (_, text) = f
             .iter()
             .find(|(c, _)| c == "etcd-stale-learner")
@@ -355,9 +308,9 @@ fn stale_learner_is_removed_when_allowed() {
             "the stale learner is still a member"
         );
         ensure!(
-            failures(&s.node)?.is_empty(),
+            failure_lines(&s.node)?.is_empty(),
             "failures: {:?}",
-            failures(&s.node)?
+            failure_lines(&s.node)?
         );
         check_control_plane_joined(&s)
     })();
@@ -436,9 +389,9 @@ fn learner_not_started_yet(test: &str, version: &str, rerun_phase: bool) {
             );
         }
         ensure!(
-            failures(&s.node)?.is_empty(),
+            failure_lines(&s.node)?.is_empty(),
             "failures: {:?}",
-            failures(&s.node)?
+            failure_lines(&s.node)?
         );
         check_control_plane_joined(&s)
     })();
@@ -482,7 +435,7 @@ fn closed_peer_port_is_named() {
             JOIN_TIMEOUT,
             POLL,
             || {
-                let f = failures(&s.node)?;
+                let f = failure_lines(&s.node)?;
                 f.iter()
                     .find(|(c, _)| c == "etcd-peer-unreachable")
                     .map(|(_, m)| m.clone())
@@ -551,9 +504,9 @@ fn leader_not_yet_elected_is_waited_for() {
         let state = wait_joined(&s.node, JOIN_TIMEOUT)?;
         eprintln!("joined {:?} after boot start: {state}", t0.elapsed());
         ensure!(
-            failures(&s.node)?.is_empty(),
+            failure_lines(&s.node)?.is_empty(),
             "failures: {:?}",
-            failures(&s.node)?
+            failure_lines(&s.node)?
         );
         check_control_plane_joined(&s)
     })();
