@@ -103,7 +103,11 @@ fn error_line(f: &Finished) -> String {
             .filter(|t| !t.is_empty() && !BOILERPLATE.iter().any(|b| t.starts_with(b)))
     };
     meaningful()
-        .find(|t| t.starts_with("error execution phase") || t.starts_with("error:") || t.contains("] error"))
+        .find(|t| {
+            t.starts_with("error execution phase")
+                || t.starts_with("error:")
+                || t.contains("] error")
+        })
         .or_else(|| meaningful().next())
         .map(str::to_string)
         .unwrap_or_else(|| f.last_line())
@@ -252,7 +256,9 @@ mod tests {
             "To see the stack trace of this error execute with --v=5 or higher",
         ];
         match classify(&finished(Some(3), &lines), "n", "abcdef", "t") {
-            Err(Failure::KubeadmConfigRejected { detail }) => assert!(detail.contains("old API spec"), "{detail}"),
+            Err(Failure::KubeadmConfigRejected { detail }) => {
+                assert!(detail.contains("old API spec"), "{detail}")
+            }
             other => panic!("{other:?}"),
         }
     }
