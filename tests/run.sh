@@ -20,6 +20,9 @@ cargo build --workspace --locked --bins
 step "unit tests"
 cargo test --workspace --exclude kja-e2e --locked
 
+step "packages: .deb and .rpm into target/packages/ (release build; tests/e2e/tests/packages.rs installs them)"
+bash packaging/build.sh
+
 step "end-to-end scenarios in systemd-nspawn nodes"
 if [ "$(id -u)" -ne 0 ]; then
   echo "the end-to-end scenarios boot systemd-nspawn nodes and need root" >&2

@@ -5,7 +5,11 @@
 set -euo pipefail
 
 cache=${KJA_NODE_CACHE:-/var/cache/kube-join-agent}
-packages=systemd,systemd-sysv,dbus,containerd,runc,iproute2,procps,ca-certificates
+# cloud-init: the packaging tests boot it with a NoCloud seed (debootstrap does not
+# resolve virtual packages: python3-cffi-backend provides python3-cryptography's
+# python3-cffi-backend-api-*). man-db: `systemd-analyze verify` runs man(1) for the
+# unit's Documentation=man:kube-join-agent(8).
+packages=systemd,systemd-sysv,dbus,containerd,runc,iproute2,procps,ca-certificates,cloud-init,python3-cffi-backend,man-db
 key=$(sha256sum "$0" | cut -c1-12)
 root=$cache/bookworm-$key
 
