@@ -111,10 +111,6 @@ struct Joined {
 
 /// `kube-join-agent run`.
 pub async fn run(paths: Paths) -> Exit {
-    info!(
-        phase = Phase::LoadConfig.name(),
-        "phase load-config: reading configuration"
-    );
     let settings = match load_settings(&paths) {
         Ok(s) => s,
         Err(exit) => return exit,
@@ -140,6 +136,16 @@ pub async fn run(paths: Paths) -> Exit {
         state.config_fingerprint = stamp;
     }
     state.node_name = settings.join.node_name.clone();
+    // Logged once the configuration is read, so that it carries the node name and the
+    // attempt about to start like every other phase line.
+    info!(
+        phase = Phase::LoadConfig.name(),
+        attempt = state.attempt + 1,
+        node_name = %settings.join.node_name,
+        "phase load-config: {} file(s) read: {}",
+        settings.files.len(),
+        settings.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
     let agent = Agent {
         paths,
         settings,

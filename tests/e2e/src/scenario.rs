@@ -179,6 +179,13 @@ pub fn check_phases_in_order(lines: &[(String, String, u64)], expected: &[&str])
 
 /// The outcome every successful join must have.
 pub fn check_joined(node: &Node, cp: &FakeControlPlane) -> Result<()> {
+    check_joined_since(node, cp, 0)
+}
+
+/// [`check_joined`], where kubelet is held to starting only with its configuration from
+/// `since_usec` (realtime µs) on: a node the agent was installed on while it ran had an
+/// ungated kubelet before.
+pub fn check_joined_since(node: &Node, cp: &FakeControlPlane, since_usec: u64) -> Result<()> {
     let state = agent_state(node)?;
     ensure!(
         state["joined"] == Value::Bool(true) && state["phase"] == "serve",
@@ -217,10 +224,16 @@ pub fn check_joined(node: &Node, cp: &FakeControlPlane) -> Result<()> {
         .node(node.name())
         .ok_or_else(|| anyhow!("no Node {} on the fake API server", node.name()))?;
     eprintln!("Node on the API server: {obj}");
-    let kubelet = node.journal(Some("kubelet.service"))?;
+    let early: Vec<String> = node
+        .journal_entries(Some("kubelet.service"))?
+        .iter()
+        .filter(|e| timestamp(e) >= since_usec)
+        .filter_map(|e| string_field(e, "MESSAGE").map(str::to_string))
+        .filter(|m| m.contains("failed to load kubelet config file"))
+        .collect();
     ensure!(
-        !kubelet.contains("failed to load kubelet config file"),
-        "kubelet was started before /var/lib/kubelet/config.yaml existed:\n{kubelet}"
+        early.is_empty(),
+        "kubelet was started before /var/lib/kubelet/config.yaml existed: {early:?}"
     );
     Ok(())
 }
