@@ -606,3 +606,102 @@ fn secrets_never_leak_at_any_verbosity() {
         Ok(())
     })());
 }
+
+#[test]
+fn a_bad_config_exits_78_and_changes_nothing() {
+    let (node, cp) = prepare("bad_config", |i| {
+        i.extra_toml("[join]\napi_sever = \"10.0.0.1:6443\"\n")
+    });
+    let _a = artifacts::Guard::new("bad_config", &node, Some(&cp));
+    must((|| {
+        boot(&node)?;
+        let exit = wait_agent_exited(&node, Duration::from_secs(60))?;
+        ensure!(
+            exit == 78,
+            "the agent exited with {exit}, expected 78 (EX_CONFIG)"
+        );
+        let lines = failure_lines(&node)?;
+        let (_, line) = lines
+            .iter()
+            .find(|(c, _)| c == "config-invalid")
+            .ok_or_else(|| anyhow::anyhow!("no FAILURE=config-invalid line: {lines:?}"))?;
+        ensure!(
+            line.contains("/etc/kube-join-agent/config.d/50-join.toml")
+                && line.contains("unknown field `api_sever`"),
+            "the line does not name the file and the key: {line}"
+        );
+        ensure!(line.contains("nothing was changed"), "{line}");
+        // Nothing changed: kubelet not masked, no kubeadm, no state written.
+        ensure!(
+            node.unit_enablement("kubelet.service")? == "enabled",
+            "kubelet was masked"
+        );
+        no_kubeadm_join(&node)?;
+        ensure!(
+            !node.exists(kja_e2e::install::AGENT_STATE_PATH)?,
+            "state.json was written"
+        );
+        Ok(())
+    })());
+}
+
+#[test]
+fn kubelet_unit_in_etc_is_gated_with_a_drop_in() {
+    // An administrator's copy of the unit in /etc outranks a runtime mask.
+    let unit =
+        std::fs::read(kja_e2e::paths::workspace_root().join("tests/fakes/units/kubelet.service"))
+            .unwrap();
+    let (node, cp) = prepare("kubelet_unit_in_etc", |i| {
+        i.file("/etc/systemd/system/kubelet.service", unit, 0o644)
+    });
+    let _a = artifacts::Guard::new("kubelet_unit_in_etc", &node, Some(&cp));
+    must((|| {
+        boot(&node)?;
+        wait_joined(&node, JOIN_TIMEOUT)?;
+        let phases = phase_lines(&node)?;
+        check_kubelet_gated(&node, &phases)?;
+        check_joined(&node, &cp)?;
+        let j = node.journal(Some(AGENT_UNIT))?;
+        ensure!(
+            j.contains("ConditionDropIn"),
+            "the agent did not gate with the drop-in:\n{j}"
+        );
+        ensure!(
+            !node.exists("/run/systemd/system/kubelet.service.d/50-kube-join-agent-gate.conf")?,
+            "the gate drop-in is left behind after the join"
+        );
+        Ok(())
+    })());
+}
+
+#[test]
+fn a_stale_node_is_deleted_with_the_configured_credential() {
+    let (node, cp) = prepare("stale_node_deleted", |i| {
+        i.extra_toml("[join]\nnode_delete_kubeconfig = \"/etc/kube-join-agent/admin.conf\"\n")
+    });
+    let _a = artifacts::Guard::new("stale_node_deleted", &node, Some(&cp));
+    must((|| {
+        // The fake API server's admin identity, as a kubeconfig only root can read.
+        let cert = std::fs::read(cp.dir().join("admin.crt"))?;
+        let key = std::fs::read(cp.dir().join("admin.key"))?;
+        node.write_file("/etc/kube-join-agent/admin.crt", &cert, 0o600)?;
+        node.write_file("/etc/kube-join-agent/admin.key", &key, 0o600)?;
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    certificate-authority: /etc/kubernetes/pki/ca.crt\ncontexts:\n- name: a\n  context: {cluster: c, user: admin}\ncurrent-context: a\nusers:\n- name: admin\n  user:\n    client-certificate: /etc/kube-join-agent/admin.crt\n    client-key: /etc/kube-join-agent/admin.key\n";
+        node.write_file(
+            "/etc/kube-join-agent/admin.conf",
+            kubeconfig.as_bytes(),
+            0o600,
+        )?;
+        // A reset machine's old Node, already NotReady.
+        cp.set_knobs(json!({"nodes": {node.name(): {"ready_for_secs": 0}}}))?;
+        boot(&node)?;
+        wait_joined(&node, JOIN_TIMEOUT)?;
+        check_joined(&node, &cp)?;
+        journal_says(&node, "deleted the stale Node", Duration::from_secs(5))?;
+        ensure!(
+            cp.requests_log().contains("DELETE /api/v1/nodes/"),
+            "no DELETE reached the API server"
+        );
+        Ok(())
+    })());
+}
