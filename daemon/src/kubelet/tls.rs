@@ -287,78 +287,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
         let ca = TestCa::new();
-        let soon = || Instant::now() + Duration::from_millis(200);
-        let err = wait_for_tls_bootstrap(
-            &paths,
-            std::slice::from_ref(&ca.der),
-            "n",
-            soon(),
-            async || KubeletView {
-                active: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("standalone mode"), "{err}");
+        let diagnosis = async |seen: KubeletView| {
+            let deadline = Instant::now() + Duration::from_millis(200);
+            wait_for_tls_bootstrap(
+                &paths,
+                std::slice::from_ref(&ca.der),
+                "n",
+                deadline,
+                async || seen,
+            )
+            .await
+            .unwrap_err()
+            .to_string()
+        };
+        let running = || KubeletView {
+            active: true,
+            ..Default::default()
+        };
+
+        let text = diagnosis(running()).await;
+        assert!(text.contains("standalone mode"), "{text}");
+
         std::fs::write(paths.bootstrap_kubelet_conf(), "x").unwrap();
-        let err = wait_for_tls_bootstrap(
-            &paths,
-            std::slice::from_ref(&ca.der),
-            "n",
-            soon(),
-            async || KubeletView {
-                active: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("kubectl get csr"), "{err}");
+        let text = diagnosis(running()).await;
+        assert!(text.contains("kubectl get csr"), "{text}");
+
         let pending = KubeletView {
-            active: true,
             pending_csrs: vec!["node-csr-abc".into()],
-            ..Default::default()
+            ..running()
         };
-        let err = wait_for_tls_bootstrap(
-            &paths,
-            std::slice::from_ref(&ca.der),
-            "n",
-            soon(),
-            async || pending,
-        )
-        .await
-        .unwrap_err();
+        let text = diagnosis(pending).await;
         assert!(
-            err.to_string()
-                .contains("kubectl certificate approve node-csr-abc"),
-            "{err}"
+            text.contains("kubectl certificate approve node-csr-abc"),
+            "{text}"
         );
+
         let flagless = KubeletView {
-            active: true,
             started_without_kubeconfig: true,
-            ..Default::default()
+            ..running()
         };
-        let err = wait_for_tls_bootstrap(
-            &paths,
-            std::slice::from_ref(&ca.der),
-            "n",
-            soon(),
-            async || flagless,
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("10-kubeadm.conf"), "{err}");
-        let err = wait_for_tls_bootstrap(
-            &paths,
-            std::slice::from_ref(&ca.der),
-            "n",
-            soon(),
-            async || KubeletView::default(),
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("not running"), "{err}");
+        let text = diagnosis(flagless).await;
+        assert!(text.contains("10-kubeadm.conf"), "{text}");
+
+        let text = diagnosis(KubeletView::default()).await;
+        assert!(text.contains("not running"), "{text}");
     }
 
     #[tokio::test]

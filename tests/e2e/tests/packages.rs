@@ -17,24 +17,11 @@ use kja_e2e::node::{Node, NodeSpec};
 use kja_e2e::package::{
     self, DEB_UNIT_PATH, DEFAULTS_PATH, MAN_PATH, RPM_UNIT_PATH, TMPFILES_PATH,
 };
-use kja_e2e::scenario::{boot, check_joined, check_joined_since, must, wait_joined};
+use kja_e2e::scenario::{PHASES, boot, check_joined, check_joined_since, must, wait_joined};
 use kja_e2e::{artifacts, paths, wait};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Phases of a fresh join, in order.
-const PHASES: [&str; 10] = [
-    "load-config",
-    "already-joined",
-    "gate-kubelet",
-    "preflight",
-    "discovery",
-    "join",
-    "handoff",
-    "tls-bootstrap",
-    "verify",
-    "serve",
-];
 const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 const KUBELET_MASK: &str = "/run/systemd/system/kubelet.service";
