@@ -54,9 +54,12 @@ pub fn require_root() -> anyhow::Result<()> {
 }
 
 /// A node name (hostname, machine name, Kubernetes Node name) derived from a test name:
-/// lowercase, `_` turned into `-`, at most 40 characters.
+/// lowercase, `_` turned into `-`, at most 40 characters. `$KJA_E2E_NAME_PREFIX` goes in
+/// front, so two checkouts can run the same scenarios at once without sharing node
+/// directories or network namespaces.
 pub fn node_name(test_name: &str) -> String {
-    let mut name: String = test_name
+    let prefix = std::env::var("KJA_E2E_NAME_PREFIX").unwrap_or_default();
+    let mut name: String = format!("{prefix}{test_name}")
         .chars()
         .map(|c| match c {
             'a'..='z' | '0'..='9' | '-' => c,
