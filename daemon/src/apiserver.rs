@@ -138,8 +138,10 @@ impl ApiClient {
             .await
             .map_err(|e| err(crate::failure::error_chain(&e)))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| err(e.to_string()))?;
-        Ok((status, body.to_vec()))
+        let body = crate::body::read_capped(response, crate::body::API_LIMIT)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok((status, body))
     }
 
     /// The Node's readiness, or `None` when it does not exist.

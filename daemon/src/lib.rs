@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod backoff;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod control_plane;
