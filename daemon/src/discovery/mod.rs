@@ -5,6 +5,12 @@
 //! 2. Verify the detached JWS for our token id over the kubeconfig it carries.
 //! 3. Pin the CA in that kubeconfig by the SHA-256 of its SubjectPublicKeyInfo.
 //! 4. Fetch again with that CA enforced; the kubeconfig must be byte-identical.
+//!
+//! Until step 2 succeeds, every answer comes from whoever is on the network path, and
+//! a starting API server gives odd answers too (403 to anonymous requests until its RBAC
+//! policy is in place, 5xx, 429). Only what the token's signature or the pin establishes
+//! is final ([`DiscoveryError::is_verified`]); everything else is worth waiting out
+//! until `timeouts.discovery`, as kubeadm itself does.
 
 mod insecure;
 pub mod jws;
@@ -30,6 +36,16 @@ pub enum DiscoveryError {
         endpoint: String,
         /// What happened.
         detail: String,
+    },
+    /// The API server answered cluster-info with a refusal (4xx other than 429).
+    #[error("{}", refusal_text(endpoint, *status, message))]
+    Refused {
+        /// The endpoint.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The Status message the server sent, if any (shortened).
+        message: String,
     },
     /// No `jws-kubeconfig-<id>`: the token does not exist (any more).
     #[error(
@@ -83,9 +99,41 @@ fn join_pins(pins: &[CaPin]) -> String {
         .join(", ")
 }
 
+/// What a refusal means, and what fixes it when it lasts.
+fn refusal_text(endpoint: &str, status: u16, message: &str) -> String {
+    let said = if message.is_empty() {
+        String::new()
+    } else {
+        format!(": \"{message}\"")
+    };
+    let meaning = match status {
+        403 => {
+            "anonymous requests for kube-public/cluster-info are forbidden; a starting API server answers so until its RBAC policy is in place, and if it lasts the cluster lacks the RoleBinding kubeadm:bootstrap-signer-clusterinfo that `kubeadm init phase bootstrap-token` creates"
+        }
+        401 => {
+            "the API server refuses anonymous requests (kube-apiserver --anonymous-auth=false?); discovery by bootstrap token needs anonymous read access to kube-public/cluster-info"
+        }
+        404 => {
+            "there is no cluster-info ConfigMap in kube-public: `kubeadm init phase bootstrap-token` publishes it; is this the API server of a kubeadm cluster?"
+        }
+        _ => "an unexpected answer to an anonymous read of kube-public/cluster-info",
+    };
+    format!("API server {endpoint} answered HTTP {status} for cluster-info{said}: {meaning}")
+}
+
 impl DiscoveryError {
-    /// Whether waiting can fix it (the API server may come up; the signer may catch up).
-    pub fn is_transient(&self) -> bool {
+    /// Established by the token's signature or the CA pin, so no retry can change it. Any
+    /// other answer may come from a starting API server or from anyone on the path.
+    pub fn is_verified(&self) -> bool {
+        matches!(
+            self,
+            DiscoveryError::BadSignature { .. } | DiscoveryError::CaPinMismatch { .. }
+        )
+    }
+
+    /// The API server is down, overloaded or not reachable (as opposed to answering
+    /// something odd).
+    pub fn is_outage(&self) -> bool {
         matches!(self, DiscoveryError::Unreachable { .. })
     }
 }
@@ -233,12 +281,17 @@ async fn fetch(
         .get(reqwest::header::DATE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    let body = response
-        .bytes()
+    let body = crate::body::read_capped(response, crate::body::CLUSTER_INFO_LIMIT)
         .await
-        .map_err(|e| DiscoveryError::Unreachable {
-            endpoint: endpoint.to_string(),
-            detail: format!("reading the response: {}", crate::failure::error_chain(&e)),
+        .map_err(|e| match e {
+            crate::body::BodyError::Read(detail) => DiscoveryError::Unreachable {
+                endpoint: endpoint.to_string(),
+                detail,
+            },
+            too_large => DiscoveryError::InvalidClusterInfo {
+                endpoint: endpoint.to_string(),
+                reason: too_large.to_string(),
+            },
         })?;
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(DiscoveryError::Unreachable {
@@ -247,14 +300,27 @@ async fn fetch(
         });
     }
     if !status.is_success() {
-        return Err(DiscoveryError::InvalidClusterInfo {
+        return Err(DiscoveryError::Refused {
             endpoint: endpoint.to_string(),
-            reason: format!(
-                "HTTP {status} for cluster-info (anonymous access to kube-public/cluster-info must be allowed, as kubeadm sets up)"
-            ),
+            status: status.as_u16(),
+            message: status_message(&body),
         });
     }
-    Ok((body.to_vec(), date))
+    Ok((body, date))
+}
+
+/// The `message` of a Kubernetes `Status` body, shortened and printable, or "".
+fn status_message(body: &[u8]) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let printable: String = message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect();
+    printable
 }
 
 /// Pulls `data.kubeconfig` and `data.jws-kubeconfig-<id>` out of the ConfigMap JSON.

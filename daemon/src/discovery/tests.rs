@@ -213,14 +213,84 @@ async fn server_errors_and_refused_connections_are_transient() {
     let err = discover(&ep, &token(), std::slice::from_ref(&pin))
         .await
         .unwrap_err();
-    assert!(err.is_transient(), "{err}");
+    assert!(err.is_outage() && !err.is_verified(), "{err}");
 
     let closed = Endpoint {
         host: "127.0.0.1".into(),
         port: free_port(),
     };
     let err = discover(&closed, &token(), &[pin]).await.unwrap_err();
-    assert!(err.is_transient(), "{err}");
+    assert!(err.is_outage() && !err.is_verified(), "{err}");
+}
+
+#[tokio::test]
+async fn a_starting_api_servers_403_is_named_and_not_final() {
+    let ca = TestCa::new();
+    let forbidden = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps \"cluster-info\" is forbidden: User \"system:anonymous\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"kube-public\"","reason":"Forbidden","details":{"name":"cluster-info","kind":"configmaps"},"code":403}"#;
+    let ep = serve(&ca, vec![(403, forbidden.into()), (401, "not json".into())]).await;
+    let pin = pki::spki_pin(&ca.der, "ca").unwrap();
+    let err = discover(&ep, &token(), std::slice::from_ref(&pin))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    assert!(!err.is_verified() && !err.is_outage(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 403")
+            && text.contains("system:anonymous")
+            && text.contains("kubeadm:bootstrap-signer-clusterinfo"),
+        "{text}"
+    );
+    let err = discover(&ep, &token(), &[pin]).await.unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::Refused { status: 401, .. }) && !err.is_verified(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("anonymous"), "{err}");
+}
+
+#[tokio::test]
+async fn an_oversized_cluster_info_is_refused_unread_and_not_final() {
+    let ca = TestCa::new();
+    let ep = serve(
+        &ca,
+        vec![(200, " ".repeat(crate::body::CLUSTER_INFO_LIMIT + 1))],
+    )
+    .await;
+    let pin = pki::spki_pin(&ca.der, "ca").unwrap();
+    let err = discover(&ep, &token(), &[pin]).await.unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::InvalidClusterInfo { .. }) && !err.is_verified(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("larger than 2048 KiB"), "{err}");
+}
+
+#[tokio::test]
+async fn only_the_signature_and_the_pin_are_verified_failures() {
+    let ca = TestCa::new();
+    let (ep, _) = serve_cluster_info(&ca, |kc| {
+        vec![
+            cluster_info(kc, &[("abcdef", sign(kc, "abcdef", "ffffffffffffffff"))]),
+            cluster_info(kc, &[("abcdef", sign(kc, "abcdef", SECRET))]),
+            "not json".into(),
+        ]
+    })
+    .await;
+    let wrong = CaPin(format!("sha256:{}", "ab".repeat(32)));
+    let bad_signature = discover(&ep, &token(), std::slice::from_ref(&wrong))
+        .await
+        .unwrap_err();
+    assert!(bad_signature.is_verified(), "{bad_signature}");
+    let mismatch = discover(&ep, &token(), std::slice::from_ref(&wrong))
+        .await
+        .unwrap_err();
+    assert!(mismatch.is_verified(), "{mismatch}");
+    let garbage = discover(&ep, &token(), &[wrong]).await.unwrap_err();
+    assert!(!garbage.is_verified(), "{garbage}");
 }
 
 #[test]
