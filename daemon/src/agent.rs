@@ -89,6 +89,11 @@ const MAX_POLL: Duration = Duration::from_secs(10);
 /// A token created moments ago is signed within seconds by the controller manager's
 /// bootstrap signer; past this grace a missing signature means the token is dead.
 const TOKEN_SIGNATURE_GRACE: Duration = Duration::from_secs(60);
+/// After the handoff, the kubelet normally has its certificate within a second or two
+/// (real kubelet 1.20 and 1.29); past this, the agent looks at what holds it up.
+const BOOTSTRAP_FIRST_LOOK: Duration = Duration::from_secs(15);
+/// And looks again this often while kubeadm keeps waiting.
+const BOOTSTRAP_LOOK_EVERY: Duration = Duration::from_secs(30);
 /// How often the serve phase rechecks the kubelet's client certificate.
 const SERVE_CHECK: Duration = Duration::from_secs(600);
 /// Warn this long before the kubelet client certificate expires.
@@ -537,6 +542,7 @@ impl Agent {
         let s = &self.settings;
         let started = Instant::now();
         let mut warned_token = false;
+        let mut last_seen = String::new();
         let mut pause = Duration::from_secs(1);
         loop {
             match discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await {
@@ -581,24 +587,48 @@ impl Agent {
                         warned_token = true;
                     }
                 }
-                Err(e) if e.is_transient() => {
-                    if started.elapsed() >= s.timeouts.discovery {
-                        return Err(Failure::ApiServerUnreachable {
-                            detail: e.to_string(),
-                            port: s.join.api_server.port,
-                        });
-                    }
-                    info!(phase = Phase::Discovery.name(), "waiting: {e}");
-                }
+                // Established by the token's signature or the pin: no retry changes it.
                 Err(e @ DiscoveryError::CaPinMismatch { .. }) => {
                     return Err(Failure::CaPinMismatch {
                         detail: e.to_string(),
                     });
                 }
-                Err(e) => {
+                Err(e) if e.is_verified() => {
                     return Err(Failure::ClusterInfoInvalid {
                         detail: e.to_string(),
                     });
+                }
+                // Anything else may be a starting API server, or anyone on the path:
+                // waited out until timeouts.discovery, then named as what it is.
+                Err(e) => {
+                    let waited = started.elapsed();
+                    if waited >= s.timeouts.discovery {
+                        return Err(if e.is_outage() {
+                            Failure::ApiServerUnreachable {
+                                detail: e.to_string(),
+                                port: s.join.api_server.port,
+                            }
+                        } else {
+                            Failure::ClusterInfoInvalid {
+                                detail: format!(
+                                    "{e} (answered so for the {} of timeouts.discovery)",
+                                    humantime::format_duration(s.timeouts.discovery)
+                                ),
+                            }
+                        });
+                    }
+                    let text = e.to_string();
+                    if text != last_seen {
+                        info!(
+                            phase = Phase::Discovery.name(),
+                            "waiting: {text}; retrying for up to {} more (timeouts.discovery)",
+                            humantime::format_duration(Duration::from_secs(
+                                (s.timeouts.discovery - waited).as_secs()
+                            ))
+                        );
+                        telemetry::notify_status(&format!("discovery: waiting: {text}"));
+                        last_seen = text;
+                    }
                 }
             }
             tokio::time::sleep(pause).await;
@@ -672,7 +702,10 @@ impl Agent {
     }
 
     /// One supervised kubeadm run, classified. With `handoff`, kubelet is started the
-    /// moment kubeadm's kubelet files are valid, while kubeadm waits for it.
+    /// moment kubeadm's kubelet files are valid, while kubeadm waits for it; while it
+    /// waits for the kubelet's TLS bootstrap, the agent looks at the kubelet side itself,
+    /// so a bootstrap that does not finish is named (pending CSR, kubelet down, no CSR)
+    /// instead of looking like a silent kubeadm.
     async fn run_kubeadm(
         &self,
         args: &[String],
@@ -710,14 +743,39 @@ impl Agent {
             Ok::<(), Failure>(())
         };
         tokio::pin!(run, handoff);
-        let mut handed_off = false;
+        let mut handed_off: Option<Instant> = None;
+        let mut next_look: Option<Instant> = None;
+        let mut last_said = String::new();
         let finished = loop {
+            let look_at = next_look.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 finished = &mut run => break finished,
-                result = &mut handoff, if !handed_off => {
+                result = &mut handoff, if handed_off.is_none() => {
                     // A failed handoff dooms this join: returning drops (kills) kubeadm.
                     result?;
-                    handed_off = true;
+                    handed_off = Some(Instant::now());
+                    next_look = Some(Instant::now() + BOOTSTRAP_FIRST_LOOK);
+                }
+                _ = tokio::time::sleep_until(look_at), if next_look.is_some() => {
+                    let (Some(cluster), Some(since)) = (cluster, handed_off) else {
+                        next_look = None;
+                        continue;
+                    };
+                    if kubelet::check_kubelet_conf(&self.paths, &cluster.ca, &s.join.node_name).is_ok() {
+                        next_look = None;
+                        continue;
+                    }
+                    let why = self.kubelet_side(cluster, true).await;
+                    if why != last_said {
+                        warn!(
+                            phase = Phase::TlsBootstrap.name(),
+                            "kubelet has not finished TLS bootstrap {}s after it started: {why}",
+                            since.elapsed().as_secs()
+                        );
+                        telemetry::notify_status(&format!("join: waiting for the kubelet's TLS bootstrap: {why}"));
+                        last_said = why;
+                    }
+                    next_look = Some(Instant::now() + BOOTSTRAP_LOOK_EVERY);
                 }
             }
         };
@@ -731,26 +789,49 @@ impl Agent {
                 .unwrap_or_else(|| format!("signal {}", finished.signal.unwrap_or(0))),
             finished.elapsed.as_secs_f64()
         );
-        match kubeadm::classify(
+        let outcome = kubeadm::classify(
             &finished,
             &s.join.node_name,
             s.join.token.id(),
             &s.join.token_source.to_string(),
-        ) {
-            Err(Failure::TlsBootstrapStuck { detail }) => {
-                let seen = match cluster {
-                    Some(cluster) => {
-                        kubelet::view::observe(&self.systemd, &self.paths, s, cluster).await
-                    }
-                    None => KubeletView::default(),
-                };
-                let why = kubelet::tls::diagnose(&self.paths, None, &seen);
-                Err(Failure::TlsBootstrapStuck {
-                    detail: format!("{detail}; {why}"),
-                })
-            }
-            other => other,
+        );
+        // kubeadm waiting for the TLS bootstrap: it gave up itself, or printed nothing
+        // until the watchdog stopped it. Either way the kubelet side says why.
+        let waiting_for_bootstrap = handed_off.is_some()
+            || finished.said(kubeadm::TLS_BOOTSTRAP_WAIT)
+            || finished.said(kubeadm::KUBELET_HEALTH_WAIT);
+        let kubeadm_said = match outcome {
+            Err(Failure::TlsBootstrapStuck { detail }) => detail,
+            Err(Failure::Hang { what, last_line }) if waiting_for_bootstrap => format!(
+                "kubeadm waited for the kubelet's TLS bootstrap and {what}: killed its process group (last output: {last_line})"
+            ),
+            other => return other,
+        };
+        if let Some(cluster) = cluster
+            && kubelet::check_kubelet_conf(&self.paths, &cluster.ca, &s.join.node_name).is_ok()
+        {
+            // The kubelet finished just as kubeadm stopped: its TLS bootstrap did work.
+            return Err(Failure::KubeadmFailed {
+                code: finished.code.unwrap_or(-1),
+                detail: kubeadm_said,
+            });
         }
+        let why = match cluster {
+            Some(cluster) => self.kubelet_side(cluster, handed_off.is_some()).await,
+            None => kubelet::tls::diagnose(&self.paths, None, &KubeletView::default()),
+        };
+        Err(Failure::TlsBootstrapStuck {
+            detail: format!("{kubeadm_said}; {why}"),
+        })
+    }
+
+    /// What the kubelet side shows while its TLS bootstrap does not finish. `started`:
+    /// the agent started kubelet with kubeadm's validated bootstrap credentials.
+    async fn kubelet_side(&self, cluster: &ClusterInfo, started: bool) -> String {
+        let mut seen =
+            kubelet::view::observe(&self.systemd, &self.paths, &self.settings, cluster).await;
+        seen.had_bootstrap_conf |= started;
+        kubelet::tls::diagnose(&self.paths, None, &seen)
     }
 
     async fn verify(&self, joined: Joined) -> Result<Joined, Failure> {

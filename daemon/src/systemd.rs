@@ -67,6 +67,8 @@ trait Unit {
 trait Service {
     #[zbus(property(emits_changed_signal = "false"))]
     fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property(emits_changed_signal = "false"), name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
 }
 
 /// A failed D-Bus exchange with systemd.
@@ -181,22 +183,34 @@ impl Systemd {
         })
     }
 
-    /// The main process of a service, if it runs.
-    pub async fn main_pid(&self, unit: &str) -> Result<Option<u32>, SystemdError> {
-        let action = || format!("reading the main PID of {unit}");
+    async fn service(&self, unit: &str, action: &str) -> Result<ServiceProxy<'_>, SystemdError> {
         let path = self
             .manager
             .load_unit(unit)
             .await
-            .map_err(bus_err(action()))?;
-        let proxy = ServiceProxy::builder(&self.conn)
+            .map_err(bus_err(action))?;
+        ServiceProxy::builder(&self.conn)
             .path(path)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
-            .map_err(bus_err(action()))?;
-        let pid = proxy.main_pid().await.map_err(bus_err(action()))?;
+            .map_err(bus_err(action))
+    }
+
+    /// The main process of a service, if it runs.
+    pub async fn main_pid(&self, unit: &str) -> Result<Option<u32>, SystemdError> {
+        let action = format!("reading the main PID of {unit}");
+        let proxy = self.service(unit, &action).await?;
+        let pid = proxy.main_pid().await.map_err(bus_err(action))?;
         Ok((pid != 0).then_some(pid))
+    }
+
+    /// How often systemd restarted a service automatically (`Restart=`) since it was
+    /// last started by hand or by a job.
+    pub async fn restarts(&self, unit: &str) -> Result<u32, SystemdError> {
+        let action = format!("reading the restart count of {unit}");
+        let proxy = self.service(unit, &action).await?;
+        proxy.n_restarts().await.map_err(bus_err(action))
     }
 
     /// Starts `unit` ("replace" mode) and waits for the job's result.

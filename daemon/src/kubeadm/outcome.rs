@@ -15,6 +15,13 @@ const LEFTOVER_CHECKS: &[&str] = &[
     "DirAvailable--etc-kubernetes-manifests",
 ];
 
+/// What kubeadm prints when it starts waiting for the kubelet's TLS bootstrap (v1.31 and
+/// later print it without the dots, after the health check).
+pub const TLS_BOOTSTRAP_WAIT: &str =
+    "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap";
+/// v1.31 and later wait for the kubelet's health first.
+pub const KUBELET_HEALTH_WAIT: &str = "[kubelet-check] Waiting for a healthy kubelet";
+
 /// Classifies a finished kubeadm run; `Ok` for success.
 pub fn classify(
     f: &Finished,

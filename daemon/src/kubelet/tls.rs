@@ -111,14 +111,24 @@ fn decode(data: &str, conf: &std::path::Path, field: &str) -> Result<Vec<u8>, Ku
 }
 
 /// What the agent saw of the kubelet when TLS bootstrap did not finish.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeletView {
     /// Whether kubelet.service was active.
     pub active: bool,
+    /// Its state when not active ("activating (auto-restart)", "inactive (dead)", ...).
+    pub state: String,
+    /// How often systemd restarted it automatically: a kubelet that keeps exiting.
+    pub restarts: u32,
     /// The running kubelet was started without --kubeconfig/--bootstrap-kubeconfig.
     pub started_without_kubeconfig: bool,
+    /// The kubelet was started with bootstrap credentials: bootstrap-kubelet.conf
+    /// existed when it was looked at, or the agent started kubelet after validating it
+    /// (kubeadm removes the file when it gives up, but the kubelet read it at start).
+    pub had_bootstrap_conf: bool,
     /// Pending CSRs requested with this node's bootstrap token.
     pub pending_csrs: Vec<String>,
+    /// Why the CSRs could not be listed, if they could not.
+    pub csr_list_error: Option<String>,
 }
 
 /// Whether a kubelet command line (NUL-separated, as in /proc/PID/cmdline) names a
@@ -162,34 +172,54 @@ pub async fn wait_for_tls_bootstrap(
 
 /// Names what the kubelet is doing instead of finishing TLS bootstrap.
 pub fn diagnose(paths: &Paths, problem: Option<&KubeletConfProblem>, seen: &KubeletView) -> String {
-    let bootstrap = paths.bootstrap_kubelet_conf();
     if let Some(KubeletConfProblem::Invalid(why)) = problem {
         return format!("kubelet.conf is not usable: {why}");
     }
+    let pending = (!seen.pending_csrs.is_empty()).then(|| {
+        format!(
+            "kubelet's certificate signing request {} is pending approval: approve it on a control plane with `kubectl certificate approve {}`, or restore automatic approval for bootstrap tokens (kubeadm's ClusterRoleBinding kubeadm:node-autoapprove-bootstrap, and a running kube-controller-manager with its csrapproving controller)",
+            seen.pending_csrs.join(", "),
+            seen.pending_csrs.join(" ")
+        )
+    });
     if !seen.active {
-        return "kubelet is not running, so it cannot perform TLS bootstrap; see `journalctl -u kubelet`".into();
+        let state = if seen.state.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", seen.state)
+        };
+        let restarts = match seen.restarts {
+            0 => String::new(),
+            n => format!(", restarted {n} times: it keeps exiting"),
+        };
+        let mut text = format!(
+            "kubelet is not running{state}{restarts}, so it cannot perform TLS bootstrap; see `journalctl -u kubelet`"
+        );
+        if let Some(pending) = pending {
+            text.push_str("; also, ");
+            text.push_str(&pending);
+        }
+        return text;
     }
     if seen.started_without_kubeconfig {
         return "kubelet is running in standalone mode (\"kubeclient not set, assuming standalone kubelet\"): its unit passes no --kubeconfig or --bootstrap-kubeconfig, so it never contacts the API server; install kubeadm's drop-in (kubelet.service.d/10-kubeadm.conf, shipped with kubeadm) and restart kube-join-agent".into();
     }
-    if !seen.pending_csrs.is_empty() {
-        return format!(
-            "kubelet's certificate signing request {} is pending approval: approve it on a control plane with `kubectl certificate approve {}`, or restore automatic approval for bootstrap tokens (kubeadm's csrapprover ClusterRoleBinding for system:bootstrappers)",
-            seen.pending_csrs.join(", "),
-            seen.pending_csrs.join(" ")
-        );
+    if let Some(pending) = pending {
+        return pending;
     }
-    if !bootstrap.exists() && !paths.kubelet_conf().exists() {
+    if !seen.had_bootstrap_conf && !paths.kubelet_conf().exists() {
         return format!(
             "kubelet is running in standalone mode (\"kubeclient not set, assuming standalone kubelet\"): neither {} nor {} exists, so it never contacts the API server",
             paths.kubelet_conf().display(),
-            bootstrap.display()
+            paths.bootstrap_kubelet_conf().display()
         );
     }
-    format!(
-        "kubelet is running with {} but has no client certificate yet, and no pending certificate signing request from this node's token is visible; see `journalctl -u kubelet` and `kubectl get csr`",
-        bootstrap.display()
-    )
+    match &seen.csr_list_error {
+        Some(e) => format!(
+            "kubelet is running with bootstrap credentials but has no client certificate yet, and its certificate signing requests could not be listed ({e}); see `journalctl -u kubelet` and `kubectl get csr`"
+        ),
+        None => "kubelet is running with bootstrap credentials but no certificate signing request from this node's bootstrap token exists: the kubelet could not create one; `journalctl -u kubelet` says why: \"forbidden\" means the cluster lacks kubeadm's ClusterRoleBinding kubeadm:kubelet-bootstrap (it lets bootstrap tokens create CSRs; `kubeadm init phase bootstrap-token` creates it), a connection error means the kubelet cannot reach the API server".into(),
+    }
 }
 
 #[cfg(test)]
@@ -308,9 +338,24 @@ mod tests {
         let text = diagnosis(running()).await;
         assert!(text.contains("standalone mode"), "{text}");
 
-        std::fs::write(paths.bootstrap_kubelet_conf(), "x").unwrap();
-        let text = diagnosis(running()).await;
-        assert!(text.contains("kubectl get csr"), "{text}");
+        // kubeadm removes bootstrap-kubelet.conf when it gives up, but a kubelet the
+        // agent started with it is not standalone.
+        let started_with_it = KubeletView {
+            had_bootstrap_conf: true,
+            ..running()
+        };
+        let text = diagnosis(started_with_it.clone()).await;
+        assert!(
+            text.contains("no certificate signing request")
+                && text.contains("kubeadm:kubelet-bootstrap"),
+            "{text}"
+        );
+        let unlisted = KubeletView {
+            csr_list_error: Some("HTTP 403".into()),
+            ..started_with_it
+        };
+        let text = diagnosis(unlisted).await;
+        assert!(text.contains("could not be listed (HTTP 403)"), "{text}");
 
         let pending = KubeletView {
             pending_csrs: vec!["node-csr-abc".into()],
@@ -331,6 +376,19 @@ mod tests {
 
         let text = diagnosis(KubeletView::default()).await;
         assert!(text.contains("not running"), "{text}");
+
+        let crashing = KubeletView {
+            state: "activating (auto-restart)".into(),
+            restarts: 3,
+            pending_csrs: vec!["node-csr-abc".into()],
+            ..Default::default()
+        };
+        let text = diagnosis(crashing).await;
+        assert!(
+            text.contains("not running (activating (auto-restart)), restarted 3 times")
+                && text.contains("node-csr-abc"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -2,13 +2,12 @@
 //! started with a kubeconfig at all, and which of its certificate signing requests
 //! (listed with the bootstrap token, as kubeadm's RBAC allows) are still pending.
 
-use super::{Gate, KubeletView};
+use super::KubeletView;
 use crate::apiserver::ApiClient;
 use crate::config::Settings;
 use crate::discovery::ClusterInfo;
 use crate::paths::Paths;
 use crate::systemd::Systemd;
-use tracing::warn;
 
 /// What the kubelet is doing: running, with or without a kubeconfig, and which of
 /// its certificate signing requests are still pending.
@@ -18,30 +17,37 @@ pub async fn observe(
     s: &Settings,
     cluster: &ClusterInfo,
 ) -> KubeletView {
-    let active = Gate::new(systemd, paths, &s.kubelet_unit)
-        .kubelet_active()
-        .await
-        .unwrap_or(false);
-    let cmdline = match systemd.main_pid(&s.kubelet_unit).await {
+    let unit = &s.kubelet_unit;
+    let (active, state) = match systemd.unit_info(unit).await {
+        Ok(info) => (
+            info.active_state == "active",
+            format!("{} ({})", info.active_state, info.sub_state),
+        ),
+        Err(e) => (false, e.to_string()),
+    };
+    let restarts = systemd.restarts(unit).await.unwrap_or(0);
+    let cmdline = match systemd.main_pid(unit).await {
         Ok(Some(pid)) => std::fs::read(paths.proc().join(pid.to_string()).join("cmdline")).ok(),
         _ => None,
     };
     let started_without_kubeconfig =
         cmdline.is_some_and(|c| !super::tls::cmdline_has_kubeconfig(&c));
     let username = format!("system:bootstrap:{}", s.join.token.id());
-    let pending_csrs = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
-        Ok(client) => client.pending_csrs(&username).await.unwrap_or_else(|e| {
-            warn!("cannot list certificate signing requests: {e}");
-            Vec::new()
-        }),
-        Err(e) => {
-            warn!("{e}");
-            Vec::new()
-        }
+    let listed = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
+        Ok(client) => client.pending_csrs(&username).await,
+        Err(e) => Err(e),
+    };
+    let (pending_csrs, csr_list_error) = match listed {
+        Ok(names) => (names, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     KubeletView {
         active,
+        state,
+        restarts,
         started_without_kubeconfig,
+        had_bootstrap_conf: paths.bootstrap_kubelet_conf().exists(),
         pending_csrs,
+        csr_list_error,
     }
 }
