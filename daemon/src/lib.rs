@@ -19,7 +19,6 @@ pub mod kubeadm;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod node;
-pub mod node_name;
 pub mod paths;
 pub mod pki;
 pub mod preflight;

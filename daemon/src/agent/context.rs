@@ -1,0 +1,47 @@
+//! What every phase uses: the phase line (journal, `STATUS=`, state file), READY=1,
+//! the attempt counter, the kubelet gate, and the secrets kubeadm's output must not show.
+
+use super::{Agent, Phase};
+use crate::kubelet::Gate;
+use crate::telemetry;
+use tracing::{info, warn};
+
+impl Agent {
+    pub(super) fn bump_attempt(&self) -> u32 {
+        let mut state = self.state.lock().expect("state lock");
+        state.attempt += 1;
+        state.attempt
+    }
+
+    /// Logs the phase line, updates STATUS= and the state file.
+    pub(super) fn enter(&self, phase: Phase, message: &str) {
+        info!(phase = phase.name(), "phase {}: {message}", phase.name());
+        telemetry::notify_status(&format!("{}: {message}", phase.name()));
+        let mut state = self.state.lock().expect("state lock");
+        state.phase = phase.name().to_string();
+        if let Err(e) = state.save(&self.paths.state_file()) {
+            warn!("cannot save state: {e}");
+        }
+    }
+
+    pub(super) fn ready(&self) {
+        let mut sent = self.ready_sent.lock().expect("ready lock");
+        if !*sent {
+            telemetry::notify_ready();
+            *sent = true;
+        }
+    }
+
+    /// Everything kubeadm's output must never show.
+    pub(super) fn secrets(&self) -> Vec<&crate::secret::Secret> {
+        let mut secrets = vec![self.settings.join.token.secret()];
+        if let Some(cp) = &self.settings.join.control_plane {
+            secrets.push(&cp.certificate_key);
+        }
+        secrets
+    }
+
+    pub(super) fn gate(&self) -> Gate<'_> {
+        Gate::new(&self.systemd, &self.paths, &self.settings.kubelet_unit)
+    }
+}

@@ -1,0 +1,122 @@
+//! Discovery, before kubeadm runs: cluster-info fetched, the token's JWS verified and
+//! the CA pinned, so a dead token or a wrong pin is named up front. Only what the
+//! signature or the pin establishes is final; a starting API server's answers are
+//! waited out until `timeouts.discovery`.
+
+use super::{Agent, Phase};
+use crate::discovery::{self, ClusterInfo, DiscoveryError};
+use crate::failure::Failure;
+use crate::pki;
+use crate::telemetry;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// A token created moments ago is signed within seconds by the controller manager's
+/// bootstrap signer; past this grace a missing signature means the token is dead.
+const TOKEN_SIGNATURE_GRACE: Duration = Duration::from_secs(60);
+
+impl Agent {
+    /// cluster-info fetched, the token's signature verified, the CA pinned.
+    pub(super) async fn discovery(&self) -> Result<ClusterInfo, Failure> {
+        let s = &self.settings;
+        self.enter(
+            Phase::Discovery,
+            &format!("fetching cluster-info from {}", s.join.api_server),
+        );
+        let started = Instant::now();
+        let mut warned_token = false;
+        let mut last_seen = String::new();
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await {
+                Ok(info) => {
+                    if s.join.ca_pins.is_empty() {
+                        warn!(
+                            "cluster CA accepted without a pin (unsafe_skip_ca_verification = true)"
+                        );
+                    }
+                    if let Some(skew) = info.clock_skew_secs.filter(|s| s.abs() > 60) {
+                        warn!(
+                            "this node's clock is {}s {} the API server's: certificates may look not-yet-valid or expired; fix time synchronization (systemd-timesyncd, chrony)",
+                            skew.abs(),
+                            if skew > 0 { "ahead of" } else { "behind" }
+                        );
+                    }
+                    let pins: Vec<_> = info
+                        .ca
+                        .iter()
+                        .filter_map(|c| pki::spki_pin(c, "ca").ok())
+                        .map(|p| p.0)
+                        .collect();
+                    info!(
+                        phase = Phase::Discovery.name(),
+                        "cluster-info verified: token signature valid, CA {} pinned",
+                        pins.join(", ")
+                    );
+                    return Ok(info);
+                }
+                Err(DiscoveryError::TokenUnknown { token_id }) => {
+                    if started.elapsed() >= TOKEN_SIGNATURE_GRACE.min(s.timeouts.discovery) {
+                        return Err(Failure::TokenInvalid {
+                            token_id,
+                            source_name: s.join.token_source.to_string(),
+                        });
+                    }
+                    if !warned_token {
+                        warn!(
+                            "cluster-info has no signature for token id \"{token_id}\" yet: the token is unknown, expired, or was created moments ago; retrying for up to {}s",
+                            TOKEN_SIGNATURE_GRACE.as_secs()
+                        );
+                        warned_token = true;
+                    }
+                }
+                // Established by the token's signature or the pin: no retry changes it.
+                Err(e @ DiscoveryError::CaPinMismatch { .. }) => {
+                    return Err(Failure::CaPinMismatch {
+                        detail: e.to_string(),
+                    });
+                }
+                Err(e) if e.is_verified() => {
+                    return Err(Failure::ClusterInfoInvalid {
+                        detail: e.to_string(),
+                    });
+                }
+                // Anything else may be a starting API server, or anyone on the path:
+                // waited out until timeouts.discovery, then named as what it is.
+                Err(e) => {
+                    let waited = started.elapsed();
+                    if waited >= s.timeouts.discovery {
+                        return Err(if e.is_outage() {
+                            Failure::ApiServerUnreachable {
+                                detail: e.to_string(),
+                                port: s.join.api_server.port,
+                            }
+                        } else {
+                            Failure::ClusterInfoInvalid {
+                                detail: format!(
+                                    "{e} (answered so for the {} of timeouts.discovery)",
+                                    humantime::format_duration(s.timeouts.discovery)
+                                ),
+                            }
+                        });
+                    }
+                    let text = e.to_string();
+                    if text != last_seen {
+                        info!(
+                            phase = Phase::Discovery.name(),
+                            "waiting: {text}; retrying for up to {} more (timeouts.discovery)",
+                            humantime::format_duration(Duration::from_secs(
+                                (s.timeouts.discovery - waited).as_secs()
+                            ))
+                        );
+                        telemetry::notify_status(&format!("discovery: waiting: {text}"));
+                        last_seen = text;
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+}

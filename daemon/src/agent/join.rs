@@ -1,0 +1,198 @@
+//! Join: the JoinConfiguration written (0600, removed when kubeadm exits) and kubeadm
+//! run under supervision, whole or phase by phase for a control plane, with the handoff
+//! to kubelet inside it (handoff.rs); its exit classified (kubeadm/outcome.rs).
+
+use super::{Agent, Phase};
+use crate::discovery::ClusterInfo;
+use crate::failure::Failure;
+use crate::kubeadm::{self, ConfigApi, JoinConfigInput, KubeadmVersion, Limits};
+use crate::preflight;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// After the handoff, the kubelet normally has its certificate within a second or two
+/// (real kubelet 1.20 and 1.29); past this, the agent looks at what holds it up.
+const BOOTSTRAP_FIRST_LOOK: Duration = Duration::from_secs(15);
+/// And looks again this often while kubeadm keeps waiting.
+const BOOTSTRAP_LOOK_EVERY: Duration = Duration::from_secs(30);
+
+impl Agent {
+    /// kubeadm join (whole, or phase by phase for a control plane), with the handoff to
+    /// kubelet the moment its files are valid.
+    pub(super) async fn join(
+        &self,
+        version: KubeadmVersion,
+        cluster: &ClusterInfo,
+    ) -> Result<(), Failure> {
+        let s = &self.settings;
+        self.remove_leftovers().await?;
+        self.enter(
+            Phase::Join,
+            &format!(
+                "running kubeadm join ({version}, {})",
+                ConfigApi::for_version(version).api_version()
+            ),
+        );
+        let api = ConfigApi::for_version(version);
+        let yaml =
+            kubeadm::render(
+                api,
+                &JoinConfigInput {
+                    api_server: &s.join.api_server,
+                    token: &s.join.token,
+                    ca_pins: &s.join.ca_pins,
+                    unsafe_skip_ca_verification: s.join.unsafe_skip_ca_verification,
+                    node_name: &s.join.node_name,
+                    cri_socket: &s.containerd_socket,
+                    discovery_timeout: s.timeouts.discovery,
+                    tls_bootstrap_timeout: s.timeouts.tls_bootstrap,
+                    control_plane: s.join.control_plane.as_ref().map(|cp| {
+                        kubeadm::ControlPlaneInput {
+                            certificate_key: &cp.certificate_key,
+                            advertise_address: cp.advertise_address,
+                        }
+                    }),
+                },
+            );
+        let config_path = self.paths.join_config();
+        kubeadm::write_private(&config_path, &yaml).map_err(|e| Failure::Local {
+            detail: format!("writing {}: {e}", config_path.display()),
+        })?;
+        let config = config_path.display().to_string();
+        let result = if s.join.control_plane.is_some() {
+            let job = crate::control_plane::ControlPlaneJoin {
+                paths: &self.paths,
+                settings: s,
+                config_path: &config_path,
+            };
+            crate::control_plane::join(&job, async |args: Vec<String>| {
+                // A whole join, or its kubelet-start phase, writes the kubelet files.
+                let whole = !args.iter().any(|a| a == "phase");
+                let handoff = whole || args.iter().any(|a| a == "kubelet-start");
+                self.run_kubeadm(&args, handoff.then_some(cluster)).await
+            })
+            .await
+        } else {
+            let args = vec!["join".to_string(), "--config".to_string(), config];
+            self.run_kubeadm(&args, Some(cluster)).await
+        };
+        // The file holds the token: keep it on disk no longer than kubeadm needs it.
+        let _ = std::fs::remove_file(&config_path);
+        result?;
+        if !self.gate().kubelet_active().await? {
+            // kubeadm succeeded without the agent seeing valid files (an older kubeadm
+            // that waits differently): validate now and hand off.
+            self.hand_off(cluster, Instant::now() + Duration::from_secs(10))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Files an earlier attempt left would fail kubeadm's preflight: `kubeadm reset -f`.
+    async fn remove_leftovers(&self) -> Result<(), Failure> {
+        let leftovers = preflight::leftovers::present(&self.paths);
+        if !leftovers.is_empty() {
+            warn!(
+                "removing files from an earlier join attempt with `kubeadm reset -f`: {}",
+                leftovers
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.reset().await?;
+            self.gate().close().await?;
+        }
+        Ok(())
+    }
+
+    /// One supervised kubeadm run, classified. With `handoff`, kubelet is started the
+    /// moment kubeadm's kubelet files are valid, while kubeadm waits for it; while it
+    /// waits for the kubelet's TLS bootstrap, the agent looks at the kubelet side itself,
+    /// so a bootstrap that does not finish is named (pending CSR, kubelet down, no CSR)
+    /// instead of looking like a silent kubeadm.
+    pub(super) async fn run_kubeadm(
+        &self,
+        args: &[String],
+        handoff: Option<&ClusterInfo>,
+    ) -> Result<(), Failure> {
+        let s = &self.settings;
+        let limits = Limits {
+            deadline: s.timeouts.join_phase,
+            no_progress: s.timeouts.no_progress,
+        };
+        let secrets = self.secrets();
+        info!(
+            phase = Phase::Join.name(),
+            "running {} {}",
+            s.kubeadm_path.display(),
+            args.join(" ")
+        );
+        let run = kubeadm::run(&s.kubeadm_path, args, limits, &secrets, true);
+        let deadline = Instant::now() + s.timeouts.join_phase;
+        let cluster = handoff;
+        let handoff = async {
+            match cluster {
+                Some(cluster) => self.hand_off(cluster, deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(run, handoff);
+        let mut handed_off: Option<Instant> = None;
+        let mut next_look: Option<Instant> = None;
+        let mut last_said = String::new();
+        let finished = loop {
+            let look_at = next_look.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                finished = &mut run => break finished,
+                result = &mut handoff, if handed_off.is_none() => {
+                    // A failed handoff dooms this join: returning drops (kills) kubeadm.
+                    result?;
+                    handed_off = Some(Instant::now());
+                    next_look = Some(Instant::now() + BOOTSTRAP_FIRST_LOOK);
+                }
+                _ = tokio::time::sleep_until(look_at), if next_look.is_some() => {
+                    next_look = match (cluster, handed_off) {
+                        (Some(cluster), Some(since)) => self
+                            .look_at_bootstrap(cluster, since, &mut last_said)
+                            .await
+                            .then(|| Instant::now() + BOOTSTRAP_LOOK_EVERY),
+                        _ => None,
+                    };
+                }
+            }
+        };
+        let finished = finished?;
+        info!(
+            phase = Phase::Join.name(),
+            "kubeadm exited with {} after {:.1}s",
+            finished
+                .code
+                .map(|c| format!("code {c}"))
+                .unwrap_or_else(|| format!("signal {}", finished.signal.unwrap_or(0))),
+            finished.elapsed.as_secs_f64()
+        );
+        let outcome = kubeadm::classify(
+            &finished,
+            &s.join.node_name,
+            s.join.token.id(),
+            &s.join.token_source.to_string(),
+        );
+        // kubeadm waiting for the TLS bootstrap: it gave up itself, or printed nothing
+        // until the watchdog stopped it. Either way the kubelet side says why.
+        let waiting_for_bootstrap = handed_off.is_some()
+            || finished.said(kubeadm::TLS_BOOTSTRAP_WAIT)
+            || finished.said(kubeadm::KUBELET_HEALTH_WAIT);
+        let kubeadm_said = match outcome {
+            Err(Failure::TlsBootstrapStuck { detail }) => detail,
+            Err(Failure::Hang { what, last_line }) if waiting_for_bootstrap => format!(
+                "kubeadm waited for the kubelet's TLS bootstrap and {what}: killed its process group (last output: {last_line})"
+            ),
+            other => return other,
+        };
+        Err(self
+            .bootstrap_failure(cluster, handed_off.is_some(), kubeadm_said, finished.code)
+            .await)
+    }
+}

@@ -1,0 +1,91 @@
+//! Load config: read, merge and validate the fragments; a bad configuration stops the
+//! agent with EX_CONFIG before it changes anything on the node.
+
+use super::{Agent, Exit, Phase};
+use crate::config::{self, ConfigError, Settings};
+use crate::paths::Paths;
+use crate::state::{self, State};
+use crate::systemd::Systemd;
+use crate::telemetry;
+use std::sync::Mutex;
+use tracing::{error, info, warn};
+
+/// `kube-join-agent run`.
+pub async fn run(paths: Paths) -> Exit {
+    let settings = match load_settings(&paths) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let systemd = match Systemd::connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(failure = "local", "cannot talk to systemd: {e}");
+            return Exit::Restart;
+        }
+    };
+    let mut state = State::load(&paths.state_file()).unwrap_or_else(|e| {
+        warn!("{e}");
+        State::default()
+    });
+    // Attempts count per boot and per configuration: a reboot or a fixed config (a new
+    // token) deserves a fresh budget; a crash loop within one boot does not.
+    let boot = state::boot_id(&paths.proc());
+    let stamp = config_stamp(&settings);
+    if state.boot_id != boot || state.config_fingerprint != stamp {
+        state.attempt = 0;
+        state.boot_id = boot;
+        state.config_fingerprint = stamp;
+    }
+    state.node_name = settings.join.node_name.clone();
+    // Logged once the configuration is read, so that it carries the node name and the
+    // attempt about to start like every other phase line.
+    info!(
+        phase = Phase::LoadConfig.name(),
+        attempt = state.attempt + 1,
+        node_name = %settings.join.node_name,
+        "phase load-config: {} file(s) read: {}",
+        settings.files.len(),
+        settings.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    let agent = Agent {
+        paths,
+        settings,
+        systemd,
+        state: Mutex::new(state),
+        ready_sent: Mutex::new(false),
+    };
+    telemetry::spawn_watchdog();
+    agent.main_loop().await
+}
+
+fn load_settings(paths: &Paths) -> Result<Settings, Exit> {
+    config::load(paths).map_err(|e: ConfigError| {
+        error!(
+            phase = Phase::LoadConfig.name(),
+            failure = "config-invalid",
+            "configuration error: {e}; nothing was changed on this node"
+        );
+        telemetry::notify_status(&format!("configuration error: {e}"));
+        Exit::Config
+    })
+}
+
+fn config_stamp(settings: &Settings) -> String {
+    format!("{}-{}", settings.fingerprint, settings.join.token.id())
+}
+
+impl Agent {
+    /// Rereads the configuration before the next attempt: a new token or a fixed value
+    /// dropped in while the agent waited is used without a restart, and a changed
+    /// configuration (a new token) gets a fresh retry budget.
+    pub(super) fn reload_settings(&mut self) -> Result<(), Exit> {
+        self.settings = load_settings(&self.paths)?;
+        let stamp = config_stamp(&self.settings);
+        let mut state = self.state.lock().expect("state lock");
+        if state.config_fingerprint != stamp {
+            state.attempt = 0;
+            state.config_fingerprint = stamp;
+        }
+        Ok(())
+    }
+}

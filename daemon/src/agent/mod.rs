@@ -1,0 +1,101 @@
+//! The join, as a state machine (architecture.md, "The join"), one file per phase:
+//!
+//! | phase | file | hands the next |
+//! | --- | --- | --- |
+//! | load-config | load_config.rs | `Settings` |
+//! | already-joined | already_joined.rs | joined: start kubelet, verify, serve |
+//! | gate-kubelet | gate_kubelet.rs | kubelet stopped and masked; READY=1 |
+//! | preflight | preflight.rs | kubeadm's version |
+//! | discovery | discovery.rs, node_name.rs | the verified cluster CA (`ClusterInfo`) |
+//! | join, handoff | join.rs, handoff.rs | kubeadm done, kubelet started |
+//! | tls-bootstrap | tls_bootstrap.rs | the kubelet's credentials |
+//! | verify | verify.rs | the Node exists |
+//! | serve | serve.rs | |
+//!
+//! Every phase logs one journal line (`PHASE=`, with `ATTEMPT=` and `NODE_NAME=` from
+//! the attempt span), updates `STATUS=` and the state file (context.rs). Every failure
+//! goes to policy.rs: classified, logged once with its cause and fix (`FAILURE=`),
+//! kubelet gated again, then retry after a backoff, wait for a new token, or stop.
+
+mod already_joined;
+mod context;
+mod discovery;
+mod gate_kubelet;
+mod handoff;
+mod join;
+mod load_config;
+mod node_name;
+mod phase;
+mod policy;
+mod preflight;
+mod serve;
+mod tls_bootstrap;
+mod verify;
+
+pub use load_config::run;
+pub use phase::{Exit, Phase};
+
+use crate::config::Settings;
+use crate::failure::Failure;
+use crate::kubelet::KubeletCredentials;
+use crate::paths::Paths;
+use crate::state::State;
+use crate::systemd::Systemd;
+use std::sync::Mutex;
+use tracing::Instrument;
+
+/// The running agent.
+pub struct Agent {
+    paths: Paths,
+    settings: Settings,
+    systemd: Systemd,
+    state: Mutex<State>,
+    ready_sent: Mutex<bool>,
+}
+
+/// A completed join.
+struct Joined {
+    creds: KubeletCredentials,
+    ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Agent {
+    /// Attempts until joined (then serve) or until the failure policy stops the agent.
+    async fn main_loop(mut self) -> Exit {
+        loop {
+            let attempt = self.bump_attempt();
+            let span =
+                tracing::info_span!("attempt", attempt, node_name = %self.settings.join.node_name);
+            match self.attempt().instrument(span.clone()).await {
+                Ok(joined) => return self.serve(joined).instrument(span).await,
+                Err(failure) => {
+                    if let Some(exit) = self.after_failure(failure, attempt).instrument(span).await
+                    {
+                        return exit;
+                    }
+                }
+            }
+            if let Err(exit) = self.reload_settings() {
+                return exit;
+            }
+        }
+    }
+
+    /// One attempt at the runbook; each phase hands the next what it established.
+    async fn attempt(&self) -> Result<Joined, Failure> {
+        if let Some(joined) = self.already_joined()? {
+            return self.start_joined(joined).await;
+        }
+        self.gate_kubelet().await?;
+        let version = self.preflight().await?;
+        let cluster = self.discovery().await?;
+        self.settle_node_name(&cluster).await?;
+        self.join(version, &cluster).await?;
+        let creds = self.tls_bootstrap(&cluster).await?;
+        self.verify(Joined {
+            creds,
+            ca: cluster.ca,
+        })
+        .await
+    }
+}

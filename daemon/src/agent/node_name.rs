@@ -1,0 +1,98 @@
+//! A Node that already carries this machine's name. kubeadm refuses to join over a Ready
+//! one (phases/join/kubelet.go) and silently reuses a NotReady one. The agent looks first,
+//! with the bootstrap token (kubeadm grants bootstrappers `get nodes` for this check),
+//! and waits for a lingering Ready Node to go NotReady instead of letting kubeadm fail
+//! and leave files behind.
+
+use super::Agent;
+use crate::apiserver::ApiClient;
+use crate::discovery::ClusterInfo;
+use crate::failure::Failure;
+use crate::telemetry;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// The journal phase these lines belong to.
+const PHASE: &str = "discovery";
+
+/// kubeadm refuses a name held by a Ready Node. A reset machine's old Node turns
+/// NotReady within about 40 s (node lease), so wait for that rather than fail; a
+/// Node that stays Ready is a live machine, and deleting it would be wrong.
+impl Agent {
+    /// Waits, before kubeadm runs, until no Ready Node holds this node's name.
+    pub(super) async fn settle_node_name(&self, cluster: &ClusterInfo) -> Result<(), Failure> {
+        let (paths, s) = (&self.paths, &self.settings);
+        let name = &s.join.node_name;
+        let client = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
+            Ok(client) => client,
+            Err(e) => {
+                warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        let mut reported = false;
+        loop {
+            match client.node(name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(node)) if node.ready != "True" => {
+                    info!(
+                        phase = PHASE,
+                        "a Node named \"{name}\" exists and is not Ready (Ready={}): this machine takes the name over, as kubeadm does",
+                        if node.ready.is_empty() {
+                            "not reported"
+                        } else {
+                            node.ready.as_str()
+                        }
+                    );
+                    if let Some(kubeconfig) = &s.join.node_delete_kubeconfig {
+                        let deleted =
+                            match ApiClient::from_kubeconfig(paths, kubeconfig, &cluster.ca) {
+                                Ok(admin) => admin.delete_node(name).await,
+                                Err(e) => Err(e),
+                            };
+                        match deleted {
+                            Ok(()) => info!(
+                                "deleted the stale Node \"{name}\" (join.node_delete_kubeconfig) so this machine registers a fresh one"
+                            ),
+                            Err(e) => warn!(
+                                "could not delete the stale Node \"{name}\": {e}; kubeadm reuses it"
+                            ),
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(Some(node)) => {
+                    if started.elapsed() >= s.join.node_conflict_wait {
+                        return Err(Failure::NodeNameTaken {
+                            node: name.clone(),
+                            waited: s.join.node_conflict_wait,
+                        });
+                    }
+                    if !reported {
+                        warn!(
+                            phase = PHASE,
+                            "a Node named \"{name}\" already exists and is Ready (last heartbeat {}): kubeadm would refuse to join; if this machine was reset, its old Node turns NotReady about 40 s after the old kubelet stopped; waiting up to {} for that",
+                            if node.last_heartbeat.is_empty() {
+                                "unknown"
+                            } else {
+                                node.last_heartbeat.as_str()
+                            },
+                            humantime::format_duration(s.join.node_conflict_wait)
+                        );
+                        telemetry::notify_status(&format!(
+                            "discovery: waiting for the Ready Node \"{name}\" to turn NotReady"
+                        ));
+                        reported = true;
+                    }
+                }
+                Err(e) => {
+                    warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+}

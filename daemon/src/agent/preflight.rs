@@ -1,0 +1,180 @@
+//! Preflight: host (memory, disk, swap), kernel, kubeadm and its version, kubelet's
+//! unit flags, then the checks worth waiting for: the container runtime over CRI and
+//! the API server's DNS name and port.
+
+use super::{Agent, Phase};
+use crate::failure::Failure;
+use crate::kubeadm::{self, KubeadmVersion};
+use crate::preflight::{self, Verdict};
+use crate::telemetry;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// The runtime's unit, restarted by the optional remediation.
+const CONTAINERD_UNIT: &str = "containerd.service";
+/// Transient waits inside a phase poll at this pace, at most.
+const MAX_POLL: Duration = Duration::from_secs(10);
+
+impl Agent {
+    /// Host, kernel, kubeadm, kubelet's flags, then the waitable checks (runtime, API
+    /// server); returns kubeadm's version.
+    pub(super) async fn preflight(&self) -> Result<KubeadmVersion, Failure> {
+        let s = &self.settings;
+        self.enter(
+            Phase::Preflight,
+            "checking host, kernel, kubeadm, container runtime and API server",
+        );
+        for finding in preflight::static_checks(&self.paths, s) {
+            log_finding(&finding);
+        }
+        if let Some(f) = preflight::first_failure(&preflight::static_checks(&self.paths, s)) {
+            return Err(failure_of(f));
+        }
+        let version = kubeadm::query_version(&s.kubeadm_path).await?;
+        info!(
+            phase = Phase::Preflight.name(),
+            "[pass] kubeadm: {version} at {}",
+            s.kubeadm_path.display()
+        );
+
+        for finding in
+            preflight::downgrade(vec![self.kubelet_flags().await], &s.preflight.warn_only)
+        {
+            log_finding(&finding);
+            if matches!(finding.verdict, Verdict::Fail { .. }) {
+                return Err(failure_of(&finding));
+            }
+        }
+
+        // Waitable checks: the runtime and the API server may simply not be up yet.
+        let started = Instant::now();
+        let mut restarted_containerd = false;
+        let mut pause = Duration::from_secs(1);
+        let mut last_reported = String::new();
+        loop {
+            let mut findings = vec![preflight::runtime::check(&s.containerd_socket).await];
+            findings.extend(preflight::network::check(&s.join.api_server).await);
+            let findings = preflight::downgrade(findings, &s.preflight.warn_only);
+            if let Some(f) = preflight::first_failure(&findings) {
+                return Err(failure_of(f));
+            }
+            let waiting: Vec<_> = findings
+                .iter()
+                .filter(|f| matches!(f.verdict, Verdict::Wait(_)))
+                .collect();
+            if waiting.is_empty() {
+                findings.iter().for_each(log_finding);
+                return Ok(version);
+            }
+            let waited = started.elapsed();
+            for f in &waiting {
+                let Verdict::Wait(why) = &f.verdict else {
+                    continue;
+                };
+                if f.check == "container-runtime"
+                    && !restarted_containerd
+                    && s.containerd_restart_after
+                        .is_some_and(|after| waited >= after)
+                {
+                    restarted_containerd = true;
+                    warn!(
+                        phase = Phase::Preflight.name(),
+                        "containerd has not been ready for {} ({why}): restarting containerd.service (containerd.restart_when_not_ready)",
+                        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    );
+                    match self
+                        .systemd
+                        .restart(CONTAINERD_UNIT, Duration::from_secs(90))
+                        .await
+                    {
+                        Ok(()) => info!(
+                            phase = Phase::Preflight.name(),
+                            "containerd.service restarted"
+                        ),
+                        Err(e) => warn!("restarting containerd.service failed: {e}"),
+                    }
+                }
+                if f.check == "container-runtime" && waited >= s.containerd_ready_timeout {
+                    return Err(Failure::ContainerdNotReady {
+                        detail: why.clone(),
+                        waited,
+                    });
+                }
+                if f.check != "container-runtime" && waited >= s.timeouts.discovery {
+                    return Err(Failure::ApiServerUnreachable {
+                        detail: why.clone(),
+                        port: s.join.api_server.port,
+                    });
+                }
+            }
+            let summary = waiting
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            if summary != last_reported {
+                info!(phase = Phase::Preflight.name(), "waiting: {summary}");
+                telemetry::notify_status(&format!("preflight: waiting: {summary}"));
+                last_reported = summary;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+
+    /// kubelet must be started with a kubeconfig (kubeadm's drop-in passes
+    /// --bootstrap-kubeconfig and --kubeconfig), or after the join it runs standalone.
+    async fn kubelet_flags(&self) -> preflight::Finding {
+        let unit = &self.settings.kubelet_unit;
+        let verdict = match self.systemd.unit_info(unit).await {
+            Err(e) => Verdict::Warn {
+                reason: e.to_string(),
+                fix: "check that systemd answers on D-Bus".into(),
+            },
+            Ok(info) => {
+                let mut files: Vec<PathBuf> = info
+                    .drop_in_paths
+                    .iter()
+                    .map(|p| self.paths.resolve(Path::new(p)))
+                    .collect();
+                if !info.fragment_path.is_empty() {
+                    files.push(self.paths.resolve(Path::new(&info.fragment_path)));
+                }
+                // kubeadm's drop-in reads these environment files for extra flags.
+                files.push(self.paths.at("/etc/default/kubelet"));
+                files.push(self.paths.at("/etc/sysconfig/kubelet"));
+                let texts: Vec<String> = files
+                    .iter()
+                    .filter_map(|f| std::fs::read_to_string(f).ok())
+                    .collect();
+                preflight::kubelet_unit::verdict(unit, &texts)
+            }
+        };
+        preflight::Finding {
+            check: "kubelet-flags",
+            verdict,
+        }
+    }
+}
+
+fn log_finding(f: &preflight::Finding) {
+    match &f.verdict {
+        Verdict::Warn { .. } => warn!(phase = Phase::Preflight.name(), check = f.check, "{f}"),
+        _ => info!(phase = Phase::Preflight.name(), check = f.check, "{f}"),
+    }
+}
+
+fn failure_of(f: &preflight::Finding) -> Failure {
+    match &f.verdict {
+        Verdict::Fail { reason, fix } => Failure::HostNotReady {
+            check: f.check.to_string(),
+            reason: reason.clone(),
+            fix: fix.clone(),
+        },
+        other => Failure::Local {
+            detail: format!("{}: {other:?}", f.check),
+        },
+    }
+}
