@@ -7,6 +7,7 @@ pub mod controlplane;
 pub mod knobs;
 pub mod objects;
 pub mod pki;
+pub mod requestinfo;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -139,7 +139,7 @@ pub fn route(c: &Call<'_>, path: &str) -> Reply {
             404,
             "NotFound",
             "the server could not find the requested resource",
-            Some(json!({})),
+            Some(objects::Details::default()),
         ),
     }
 }
