@@ -23,7 +23,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::State;
 use super::auth::{self, User};
+use super::knobs::AnonymousDenial;
 use super::objects::{Reply, status};
+use super::requestinfo;
 use super::routes::{self, Call};
 use crate::timefmt;
 
@@ -126,16 +128,20 @@ async fn handle(
     let now = SystemTime::now();
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = Limited::new(req.into_body(), MAX_BODY).collect().await;
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes());
 
-    let (knobs, knob_error, inject) = {
+    let (snap, inject) = {
         let mut src = state.knobs.lock().unwrap_or_else(|p| p.into_inner());
-        let snap = src.read();
+        let snap = src.read(now);
         let unavailable = snap.knobs.unavailable_at(now);
         // The 500 countdown only runs while the server is otherwise up.
         let inject = !unavailable && src.take_injected_failure();
@@ -149,9 +155,10 @@ async fn handle(
                 }
             }
         }
-        (snap.knobs, snap.error, inject)
+        (snap, inject)
     };
-    if let Some(e) = &knob_error {
+    let knobs = &snap.knobs;
+    if let Some(e) = &snap.error {
         log_line(
             &state,
             &format!(
@@ -164,11 +171,21 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    let authn = auth::authenticate(&knobs, cert_user, authorization.as_deref());
+    let authn = auth::authenticate(knobs, cert_user, authorization.as_deref());
     let user_label = match &authn {
         Ok(u) => u.name.clone(),
         Err(_) => "<unauthenticated: invalid bearer token>".to_owned(),
     };
+    let log = |status: u16| {
+        log_line(
+            &state,
+            &format!(
+                "{} {method} {path} user={user_label} {status}",
+                timefmt::rfc3339(now)
+            ),
+        );
+    };
+
     let reply = if knobs.unavailable_at(now) {
         status(
             503,
@@ -184,36 +201,42 @@ async fn handle(
             None,
         )
     } else {
-        match (authn, body) {
-            (Err(_), _) => status(401, "Unauthorized", "Unauthorized", None),
-            (Ok(_), Err(_)) => status(
+        let route = |user: &User| match &body {
+            Err(_) => status(
                 413,
                 "RequestEntityTooLarge",
                 "the request body is too large or unreadable",
                 None,
             ),
-            (Ok(user), Ok(collected)) => {
-                let bytes = collected.to_bytes();
+            Ok(bytes) => {
                 let call = Call {
                     state: &state,
-                    knobs: &knobs,
-                    user: &user,
+                    knobs,
+                    user,
                     method: &method,
-                    body: &bytes,
+                    body: bytes,
                     now,
                 };
                 routes::route(&call, &path)
             }
+        };
+        match authn {
+            Err(_) => status(401, "Unauthorized", "Unauthorized", None),
+            // Authorization (the RBAC denial) comes before the handler.
+            Ok(user) if user.is_anonymous() => {
+                let info = requestinfo::parse(&method, &path, query.as_deref());
+                match snap.anonymous_denial(now) {
+                    None => route(&user),
+                    Some(AnonymousDenial::AllButPublicInfo) if requestinfo::public_info(&info) => {
+                        route(&user)
+                    }
+                    Some(_) => requestinfo::forbidden(&user.name, &info),
+                }
+            }
+            Ok(user) => route(&user),
         }
     };
-    log_line(
-        &state,
-        &format!(
-            "{} {method} {path} user={user_label} {}",
-            timefmt::rfc3339(now),
-            reply.status
-        ),
-    );
+    log(reply.status);
     respond(reply)
 }
 
