@@ -57,6 +57,35 @@ pub struct KubeadmCertsKnob {
     pub etcd_ca_dir: String,
 }
 
+/// What cluster-info's body turns into: what an attacker on the network path could send
+/// to kubeadm's (or the agent's) first, unverified fetch.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterInfoBody {
+    /// 200 with a declared Content-Length of `cluster_info_body_mib` MiB, and that much.
+    Oversized,
+    /// The same without Content-Length (chunked).
+    OversizedChunked,
+    /// A chunked body that never ends.
+    Endless,
+}
+
+impl ClusterInfoBody {
+    /// The knob's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterInfoBody::Oversized => "oversized",
+            ClusterInfoBody::OversizedChunked => "oversized-chunked",
+            ClusterInfoBody::Endless => "endless",
+        }
+    }
+}
+
+/// Default size of an oversized cluster-info body, in MiB.
+pub const DEFAULT_CLUSTER_INFO_BODY_MIB: u64 = 64;
+/// Largest accepted `cluster_info_body_mib` (1 TiB: the size fits every counter).
+pub const MAX_CLUSTER_INFO_BODY_MIB: u64 = 1 << 20;
+
 /// The knobs, all optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +127,12 @@ pub struct Knobs {
     /// except the URLs `system:public-info-viewer` grants.
     #[serde(default)]
     pub anonymous_forbidden: bool,
+    /// A hostile cluster-info body.
+    #[serde(default)]
+    pub cluster_info_body: Option<ClusterInfoBody>,
+    /// Size of the `oversized` and `oversized-chunked` bodies in MiB.
+    #[serde(default)]
+    pub cluster_info_body_mib: Option<u64>,
     /// No `kubeadm:kubelet-bootstrap` ClusterRoleBinding: bootstrap tokens may not
     /// create (nor get, list) CertificateSigningRequests.
     #[serde(default)]
@@ -148,6 +183,11 @@ impl Knobs {
         {
             bail!("knobs.json: anonymous_forbidden_for_secs must be a non-negative number");
         }
+        if let Some(m) = knobs.cluster_info_body_mib
+            && !(1..=MAX_CLUSTER_INFO_BODY_MIB).contains(&m)
+        {
+            bail!("knobs.json: cluster_info_body_mib must be 1..={MAX_CLUSTER_INFO_BODY_MIB}");
+        }
         Ok(knobs)
     }
 
@@ -170,6 +210,14 @@ impl Knobs {
                     patch: 7,
                 })
             })
+    }
+
+    /// Bytes of an oversized cluster-info body.
+    pub fn cluster_info_body_bytes(&self) -> u64 {
+        self.cluster_info_body_mib
+            .unwrap_or(DEFAULT_CLUSTER_INFO_BODY_MIB)
+            .min(MAX_CLUSTER_INFO_BODY_MIB)
+            << 20
     }
 
     /// Whether the server is in its "down" window at `now`.
@@ -347,6 +395,8 @@ mod tests {
         assert!(
             err(r#"{"anonymous_forbidden_for_secs":-1}"#).contains("anonymous_forbidden_for_secs")
         );
+        assert!(err(r#"{"cluster_info_body":"huge"}"#).contains("unknown variant"));
+        assert!(err(r#"{"cluster_info_body_mib":0}"#).contains("cluster_info_body_mib"));
         assert!(err(r#"{"csr_create_forbidden":"yes"}"#).contains("expected a boolean"));
     }
 
@@ -354,11 +404,21 @@ mod tests {
     fn parses_the_hostile_knobs() {
         let k = Knobs::parse(
             r#"{"anonymous_forbidden_for_secs": 20, "anonymous_forbidden": true,
+                "cluster_info_body": "oversized-chunked", "cluster_info_body_mib": 3,
                 "csr_create_forbidden": true}"#,
         )
         .unwrap();
-        assert_eq!(k.anonymous_forbidden_for_secs, Some(20.0));
+        assert_eq!(k.cluster_info_body, Some(ClusterInfoBody::OversizedChunked));
+        assert_eq!(k.cluster_info_body_bytes(), 3 << 20);
         assert!(k.anonymous_forbidden && k.csr_create_forbidden);
+        for (text, want) in [
+            ("oversized", ClusterInfoBody::Oversized),
+            ("endless", ClusterInfoBody::Endless),
+        ] {
+            let k = Knobs::parse(&format!(r#"{{"cluster_info_body":"{text}"}}"#)).unwrap();
+            assert_eq!(k.cluster_info_body, Some(want));
+        }
+        assert_eq!(Knobs::default().cluster_info_body_bytes(), 64 << 20);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod controlplane;
+pub mod hostile;
 pub mod knobs;
 pub mod objects;
 pub mod pki;
