@@ -25,6 +25,11 @@ impl User {
         }
     }
 
+    /// Whether this is `system:anonymous` (no certificate, no bearer token).
+    pub fn is_anonymous(&self) -> bool {
+        self.name == "system:anonymous"
+    }
+
     fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }

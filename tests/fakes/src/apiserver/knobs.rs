@@ -57,6 +57,35 @@ pub struct KubeadmCertsKnob {
     pub etcd_ca_dir: String,
 }
 
+/// What cluster-info's body turns into: what an attacker on the network path could send
+/// to kubeadm's (or the agent's) first, unverified fetch.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterInfoBody {
+    /// 200 with a declared Content-Length of `cluster_info_body_mib` MiB, and that much.
+    Oversized,
+    /// The same without Content-Length (chunked).
+    OversizedChunked,
+    /// A chunked body that never ends.
+    Endless,
+}
+
+impl ClusterInfoBody {
+    /// The knob's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterInfoBody::Oversized => "oversized",
+            ClusterInfoBody::OversizedChunked => "oversized-chunked",
+            ClusterInfoBody::Endless => "endless",
+        }
+    }
+}
+
+/// Default size of an oversized cluster-info body, in MiB.
+pub const DEFAULT_CLUSTER_INFO_BODY_MIB: u64 = 64;
+/// Largest accepted `cluster_info_body_mib` (1 TiB: the size fits every counter).
+pub const MAX_CLUSTER_INFO_BODY_MIB: u64 = 1 << 20;
+
 /// The knobs, all optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +118,25 @@ pub struct Knobs {
     /// the annotation kubeadm reads to find etcd.
     #[serde(default)]
     pub etcd_pods: BTreeMap<String, String>,
+    /// A starting API server: every `system:anonymous` request gets 403 for this many
+    /// seconds from when the knob is first seen (its default RBAC objects are not there
+    /// yet).
+    #[serde(default)]
+    pub anonymous_forbidden_for_secs: Option<f64>,
+    /// No `kubeadm:bootstrap-signer-clusterinfo` RoleBinding: anonymous requests get 403
+    /// except the URLs `system:public-info-viewer` grants.
+    #[serde(default)]
+    pub anonymous_forbidden: bool,
+    /// A hostile cluster-info body.
+    #[serde(default)]
+    pub cluster_info_body: Option<ClusterInfoBody>,
+    /// Size of the `oversized` and `oversized-chunked` bodies in MiB.
+    #[serde(default)]
+    pub cluster_info_body_mib: Option<u64>,
+    /// No `kubeadm:kubelet-bootstrap` ClusterRoleBinding: bootstrap tokens may not
+    /// create (nor get, list) CertificateSigningRequests.
+    #[serde(default)]
+    pub csr_create_forbidden: bool,
 }
 
 impl Knobs {
@@ -130,6 +178,16 @@ impl Knobs {
         {
             bail!("knobs.json: unavailable_until_unix must be a finite number");
         }
+        if let Some(s) = knobs.anonymous_forbidden_for_secs
+            && !(s.is_finite() && s >= 0.0)
+        {
+            bail!("knobs.json: anonymous_forbidden_for_secs must be a non-negative number");
+        }
+        if let Some(m) = knobs.cluster_info_body_mib
+            && !(1..=MAX_CLUSTER_INFO_BODY_MIB).contains(&m)
+        {
+            bail!("knobs.json: cluster_info_body_mib must be 1..={MAX_CLUSTER_INFO_BODY_MIB}");
+        }
         Ok(knobs)
     }
 
@@ -154,6 +212,14 @@ impl Knobs {
             })
     }
 
+    /// Bytes of an oversized cluster-info body.
+    pub fn cluster_info_body_bytes(&self) -> u64 {
+        self.cluster_info_body_mib
+            .unwrap_or(DEFAULT_CLUSTER_INFO_BODY_MIB)
+            .min(MAX_CLUSTER_INFO_BODY_MIB)
+            << 20
+    }
+
     /// Whether the server is in its "down" window at `now`.
     pub fn unavailable_at(&self, now: SystemTime) -> bool {
         self.unavailable_until_unix
@@ -172,6 +238,8 @@ pub struct KnobSource {
     fail_key: Option<u64>,
     fail_left: u64,
     node_first_seen: HashMap<String, SystemTime>,
+    /// When `anonymous_forbidden_for_secs` was first seen (forgotten once it is absent).
+    anonymous_first_seen: Option<SystemTime>,
 }
 
 /// Outcome of reading the knobs for one request.
@@ -180,6 +248,35 @@ pub struct Snapshot {
     pub knobs: Knobs,
     /// Set when knobs.json was unreadable or invalid (the previous knobs were kept).
     pub error: Option<String>,
+    /// End of the `anonymous_forbidden_for_secs` window (first sighting + N s).
+    pub anonymous_forbidden_until: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// Whether `system:anonymous` is refused at `now` (warm-up window or
+    /// `anonymous_forbidden`), and if so whether the public-info URLs are still served.
+    pub fn anonymous_denial(&self, now: SystemTime) -> Option<AnonymousDenial> {
+        if self
+            .anonymous_forbidden_until
+            .is_some_and(|until| now < until)
+        {
+            Some(AnonymousDenial::Everything)
+        } else if self.knobs.anonymous_forbidden {
+            Some(AnonymousDenial::AllButPublicInfo)
+        } else {
+            None
+        }
+    }
+}
+
+/// Which anonymous requests get 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnonymousDenial {
+    /// All of them: a starting server has no RBAC objects yet, not even
+    /// `system:public-info-viewer`'s binding (the real server answers /readyz with 403).
+    Everything,
+    /// All but the `system:public-info-viewer` URLs (/healthz, /livez, /readyz, /version).
+    AllButPublicInfo,
 }
 
 impl KnobSource {
@@ -191,11 +288,13 @@ impl KnobSource {
             fail_key: None,
             fail_left: 0,
             node_first_seen: HashMap::new(),
+            anonymous_first_seen: None,
         }
     }
 
-    /// Re-reads the file.
-    pub fn read(&mut self) -> Snapshot {
+    /// Re-reads the file at `now`: windows that count "from when the knob is first
+    /// seen" start here (at start-up for knobs present then).
+    pub fn read(&mut self, now: SystemTime) -> Snapshot {
         let error = match std::fs::read_to_string(&self.path) {
             Ok(text) => match Knobs::parse(&text) {
                 Ok(k) => {
@@ -215,9 +314,23 @@ impl KnobSource {
             self.fail_key = value;
             self.fail_left = value.unwrap_or(0);
         }
+        for name in self.last_good.nodes.keys() {
+            self.node_first_seen.entry(name.clone()).or_insert(now);
+        }
+        let anonymous_forbidden_until = match self.last_good.anonymous_forbidden_for_secs {
+            Some(secs) => {
+                let first = *self.anonymous_first_seen.get_or_insert(now);
+                Some(first + Duration::from_secs_f64(secs.clamp(0.0, 1e9)))
+            }
+            None => {
+                self.anonymous_first_seen = None;
+                None
+            }
+        };
         Snapshot {
             knobs: self.last_good.clone(),
             error,
+            anonymous_forbidden_until,
         }
     }
 
@@ -279,6 +392,99 @@ mod tests {
                 .contains("64 hex digits")
         );
         assert!(err(r#"{"etcd_pods":{"cp1":"http://x"}}"#).contains("etcd_pods.cp1"));
+        assert!(
+            err(r#"{"anonymous_forbidden_for_secs":-1}"#).contains("anonymous_forbidden_for_secs")
+        );
+        assert!(err(r#"{"cluster_info_body":"huge"}"#).contains("unknown variant"));
+        assert!(err(r#"{"cluster_info_body_mib":0}"#).contains("cluster_info_body_mib"));
+        assert!(err(r#"{"csr_create_forbidden":"yes"}"#).contains("expected a boolean"));
+    }
+
+    #[test]
+    fn parses_the_hostile_knobs() {
+        let k = Knobs::parse(
+            r#"{"anonymous_forbidden_for_secs": 20, "anonymous_forbidden": true,
+                "cluster_info_body": "oversized-chunked", "cluster_info_body_mib": 3,
+                "csr_create_forbidden": true}"#,
+        )
+        .unwrap();
+        assert_eq!(k.cluster_info_body, Some(ClusterInfoBody::OversizedChunked));
+        assert_eq!(k.cluster_info_body_bytes(), 3 << 20);
+        assert!(k.anonymous_forbidden && k.csr_create_forbidden);
+        for (text, want) in [
+            ("oversized", ClusterInfoBody::Oversized),
+            ("endless", ClusterInfoBody::Endless),
+        ] {
+            let k = Knobs::parse(&format!(r#"{{"cluster_info_body":"{text}"}}"#)).unwrap();
+            assert_eq!(k.cluster_info_body, Some(want));
+        }
+        assert_eq!(Knobs::default().cluster_info_body_bytes(), 64 << 20);
+    }
+
+    #[test]
+    fn anonymous_window_counts_from_first_sighting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = KnobSource::new(dir.path());
+        let knobs = dir.path().join("knobs.json");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(src.read(t0).anonymous_denial(t0), None);
+
+        std::fs::write(&knobs, r#"{"anonymous_forbidden_for_secs":10}"#).unwrap();
+        let snap = src.read(at(5));
+        assert_eq!(
+            snap.anonymous_denial(at(5)),
+            Some(AnonymousDenial::Everything)
+        );
+        // Later reads keep the first sighting: the window ends at 5 + 10.
+        let snap = src.read(at(14));
+        assert_eq!(
+            snap.anonymous_denial(at(14)),
+            Some(AnonymousDenial::Everything)
+        );
+        assert_eq!(src.read(at(15)).anonymous_denial(at(15)), None);
+        // A new value moves the end, not the start.
+        std::fs::write(&knobs, r#"{"anonymous_forbidden_for_secs":30}"#).unwrap();
+        let snap = src.read(at(20));
+        assert_eq!(
+            snap.anonymous_denial(at(20)),
+            Some(AnonymousDenial::Everything)
+        );
+        assert_eq!(snap.anonymous_forbidden_until, Some(at(35)));
+        // Removing the knob forgets it; writing it again starts a new window.
+        std::fs::write(&knobs, "{}").unwrap();
+        assert_eq!(src.read(at(21)).anonymous_denial(at(21)), None);
+        std::fs::write(&knobs, r#"{"anonymous_forbidden_for_secs":10}"#).unwrap();
+        assert_eq!(src.read(at(100)).anonymous_forbidden_until, Some(at(110)));
+        // After the window, anonymous_forbidden still refuses all but public info.
+        std::fs::write(
+            &knobs,
+            r#"{"anonymous_forbidden_for_secs":10,"anonymous_forbidden":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            src.read(at(200)).anonymous_denial(at(200)),
+            Some(AnonymousDenial::AllButPublicInfo)
+        );
+    }
+
+    #[test]
+    fn knob_nodes_count_from_the_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("knobs.json"),
+            r#"{"nodes":{"old":{"ready_for_secs":40}}}"#,
+        )
+        .unwrap();
+        let mut src = KnobSource::new(dir.path());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let snap = src.read(t0);
+        let later = t0 + Duration::from_secs(30);
+        let deadlines = src.node_deadlines(&snap.knobs, later);
+        assert_eq!(
+            deadlines,
+            vec![("old".to_owned(), t0 + Duration::from_secs(40))]
+        );
     }
 
     #[test]
@@ -300,16 +506,16 @@ mod tests {
         std::fs::write(dir.path().join("knobs.json"), r#"{"fail_next_5xx":2}"#).unwrap();
         let mut fails = 0;
         for _ in 0..5 {
-            src.read();
+            src.read(SystemTime::now());
             fails += src.take_injected_failure() as u32;
         }
         assert_eq!(fails, 2);
         // A different value re-arms; an invalid file keeps the last good knobs.
         std::fs::write(dir.path().join("knobs.json"), r#"{"fail_next_5xx":1}"#).unwrap();
-        src.read();
+        src.read(SystemTime::now());
         assert!(src.take_injected_failure());
         std::fs::write(dir.path().join("knobs.json"), "{broken").unwrap();
-        let snap = src.read();
+        let snap = src.read(SystemTime::now());
         assert!(snap.error.is_some());
         assert_eq!(snap.knobs.fail_next_5xx, Some(1));
         assert!(!src.take_injected_failure());

@@ -4,9 +4,11 @@
 
 pub mod auth;
 pub mod controlplane;
+pub mod hostile;
 pub mod knobs;
 pub mod objects;
 pub mod pki;
+pub mod requestinfo;
 pub mod routes;
 pub mod server;
 pub mod store;
@@ -72,9 +74,10 @@ impl State {
         }
         let pki = Pki::load_or_create(&dir, args.listen.ip()).context("preparing the CA")?;
         let store = Store::open(&dir).context("opening the object store")?;
+        let started = SystemTime::now();
         let mut knobs = KnobSource::new(&dir);
-        // Read once now, so knob Nodes count their Ready window from the start.
-        let snapshot = knobs.read();
+        // Read once now, so windows of knobs present at start count from the start.
+        let snapshot = knobs.read(started);
         if let Some(e) = snapshot.error {
             eprintln!("fake-apiserver: knobs.json: {e}");
         }
@@ -88,7 +91,7 @@ impl State {
             server_url: format!("https://{}", args.listen),
             dir,
             pki,
-            started: SystemTime::now(),
+            started,
             knobs: Mutex::new(knobs),
             store: Mutex::new(store),
             request_log: Mutex::new(request_log),
@@ -197,6 +200,54 @@ mod tests {
         assert_eq!(r.status, 409);
         let r = route(&call(&state, &knobs, &anon, "POST", &bytes), path);
         assert_eq!(r.status, 403);
+    }
+
+    #[test]
+    fn csr_create_forbidden_refuses_bootstrap_tokens_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args::parse_from([
+            "fake-apiserver",
+            "--listen",
+            "127.0.0.1:16444",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        let state = State::open(&args).unwrap();
+        let knobs = Knobs::parse(
+            r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef"}],"csr_create_forbidden":true}"#,
+        )
+        .unwrap();
+        let boot = crate::apiserver::auth::authenticate(
+            &knobs,
+            None,
+            Some("Bearer abcdef.0123456789abcdef"),
+        )
+        .unwrap();
+        let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+        let r = route(&call(&state, &knobs, &boot, "POST", b"{}"), path);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"certificatesigningrequests.certificates.k8s.io is forbidden: User \"system:bootstrap:abcdef\" cannot create resource \"certificatesigningrequests\" in API group \"certificates.k8s.io\" at the cluster scope","reason":"Forbidden","details":{"group":"certificates.k8s.io","kind":"certificatesigningrequests"},"code":403}"#
+        );
+        // The missing binding also took get and list away.
+        let r = route(
+            &call(&state, &knobs, &boot, "GET", b""),
+            &format!("{path}/x"),
+        );
+        assert_eq!(r.status, 403);
+        let r = route(&call(&state, &knobs, &boot, "GET", b""), path);
+        assert_eq!(r.status, 403);
+        // A node renewing its certificate is not affected.
+        let node = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let r = route(
+            &call(&state, &knobs, &node, "GET", b""),
+            &format!("{path}/x"),
+        );
+        assert_eq!(r.status, 404);
     }
 
     #[test]

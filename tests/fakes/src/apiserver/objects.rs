@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::kubeversion::KubeVersion;
@@ -39,21 +40,79 @@ impl Reply {
     }
 }
 
-/// A `Status` failure object (metav1.Status), as every API error body is.
-pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Reply {
-    let mut v = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    });
-    if let Some(d) = details {
-        v["details"] = d;
+/// `metav1.StatusDetails`: every field is `omitempty` upstream.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Details {
+    /// The object's name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The API group.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// The resource (or kind, for Invalid).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Field errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
+}
+
+impl Details {
+    /// Details naming a resource: `{"name", "group", "kind"}` as the API errors set them.
+    pub fn of(resource: &str, group: &str, name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            kind: resource.to_owned(),
+            causes: Vec::new(),
+        }
     }
-    Reply::json(code, &v)
+}
+
+/// `metav1.StatusCause`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Cause {
+    /// e.g. `FieldValueInvalid`.
+    pub reason: String,
+    /// The field error's detail.
+    pub message: String,
+    /// The field path.
+    pub field: String,
+}
+
+/// A `Status` body with upstream's field order (kind, apiVersion, metadata, status,
+/// message, reason, details, code), byte for byte what Go's encoding/json writes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: serde_json::Map<String, Value>,
+    status: &'static str,
+    message: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Details>,
+    code: u16,
+}
+
+/// A `Status` failure object (metav1.Status), as every API error body is.
+pub fn status(code: u16, reason: &str, message: &str, details: Option<Details>) -> Reply {
+    let body = StatusBody {
+        kind: "Status",
+        api_version: "v1",
+        metadata: serde_json::Map::new(),
+        status: "Failure",
+        message,
+        reason,
+        details: details.as_ref(),
+        code,
+    };
+    Reply {
+        status: code,
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+        content_type: "application/json",
+    }
 }
 
 /// 404 for a named object: `nodes "n1" not found`.
@@ -62,8 +121,8 @@ pub fn not_found(resource: &str, group: &str, name: &str) -> Reply {
     status(
         404,
         "NotFound",
-        &format!("{qualified} {name:?} not found"),
-        Some(json!({"name": name, "group": group, "kind": resource})),
+        &format!("{qualified} {} not found", go_quote(name)),
+        Some(Details::of(resource, group, name)),
     )
 }
 
@@ -73,24 +132,30 @@ pub fn already_exists(resource: &str, group: &str, name: &str) -> Reply {
     status(
         409,
         "AlreadyExists",
-        &format!("{qualified} {name:?} already exists"),
-        Some(json!({"name": name, "group": group, "kind": resource})),
+        &format!("{qualified} {} already exists", go_quote(name)),
+        Some(Details::of(resource, group, name)),
     )
 }
 
-/// 422 with one field error.
+/// 422 with one field error (`NewInvalid`: details name the kind and group apart).
 pub fn invalid(kind: &str, group: &str, name: &str, field: &str, msg: &str) -> Reply {
     let qualified = qualified(kind, group);
+    let mut details = Details::of(kind, group, name);
+    details.causes.push(Cause {
+        reason: "FieldValueInvalid".into(),
+        message: msg.to_owned(),
+        field: field.to_owned(),
+    });
     status(
         422,
         "Invalid",
-        &format!("{qualified} {name:?} is invalid: {field}: {msg}"),
-        Some(json!({"name": name, "group": group, "kind": qualified,
-                    "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]})),
+        &format!("{qualified} {} is invalid: {field}: {msg}", go_quote(name)),
+        Some(details),
     )
 }
 
-/// 403 in the authorizer's words.
+/// 403 in the authorizer's words, for a resource request; `resource` may carry a
+/// subresource (`nodes/status`).
 pub fn forbidden(
     user: &str,
     verb: &str,
@@ -99,23 +164,25 @@ pub fn forbidden(
     name: Option<&str>,
     ns: Option<&str>,
 ) -> Reply {
-    let qualified = qualified(resource, group);
-    let subject = match name {
-        Some(n) => format!("{qualified} {n:?}"),
-        None => qualified,
-    };
-    let scope = match ns {
-        Some(ns) => format!("in the namespace {ns:?}"),
-        None => "at the cluster scope".to_owned(),
-    };
-    status(
-        403,
-        "Forbidden",
-        &format!(
-            "{subject} is forbidden: User {user:?} cannot {verb} resource {resource:?} in API group {group:?} {scope}"
-        ),
-        Some(json!({"name": name.unwrap_or_default(), "group": group, "kind": resource})),
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    super::requestinfo::forbidden(
+        user,
+        &super::requestinfo::RequestInfo {
+            resource_request: true,
+            verb: verb.to_owned(),
+            api_group: group.to_owned(),
+            namespace: ns.unwrap_or_default().to_owned(),
+            resource: resource.to_owned(),
+            subresource: subresource.to_owned(),
+            name: name.unwrap_or_default().to_owned(),
+            ..Default::default()
+        },
     )
+}
+
+/// Go's `%q` (the API server quotes names, users and paths with it).
+pub fn go_quote(s: &str) -> String {
+    crate::klog::quote(s)
 }
 
 fn qualified(resource: &str, group: &str) -> String {
@@ -284,10 +351,14 @@ mod tests {
 
     #[test]
     fn status_bodies() {
+        // Byte for byte what kube-apiserver answers (field order, omitempty details).
         let r = not_found("nodes", "", "n1");
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(v["message"], "nodes \"n1\" not found");
-        assert_eq!(v["code"], 404);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"nodes \"n1\" not found","reason":"NotFound","details":{"name":"n1","kind":"nodes"},"code":404}"#
+        );
+        let r = status(503, "ServiceUnavailable", "x", None);
+        assert!(!String::from_utf8(r.body).unwrap().contains("details"));
         let r = forbidden(
             "system:anonymous",
             "get",

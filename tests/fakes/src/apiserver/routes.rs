@@ -139,7 +139,7 @@ pub fn route(c: &Call<'_>, path: &str) -> Reply {
             404,
             "NotFound",
             "the server could not find the requested resource",
-            Some(json!({})),
+            Some(objects::Details::default()),
         ),
     }
 }
@@ -344,14 +344,20 @@ fn delete_node(c: &Call<'_>, name: &str) -> Reply {
 
 // ---- CertificateSigningRequests ----------------------------------------------------
 
-fn may_use_csrs(u: &User) -> bool {
-    u.is_admin() || u.is_bootstrapper() || u.node_name().is_some()
+/// Bootstrappers hold system:node-bootstrapper (create, get, list, watch CSRs) through
+/// kubeadm's `kubeadm:kubelet-bootstrap` ClusterRoleBinding; `csr_create_forbidden`
+/// is a cluster without it.
+fn may_use_csrs(c: &Call<'_>) -> bool {
+    let u = c.user;
+    u.is_admin()
+        || u.node_name().is_some()
+        || (u.is_bootstrapper() && !c.knobs.csr_create_forbidden)
 }
 
 /// Bootstrappers may list CSRs: upstream's system:node-bootstrapper ClusterRole grants
 /// create, get, list and watch (the kubelet watches its own CSR).
 fn list_csrs(c: &Call<'_>) -> Reply {
-    if !may_use_csrs(c.user) {
+    if !may_use_csrs(c) {
         return forbidden(
             &c.user.name,
             "list",
@@ -419,7 +425,7 @@ fn random_suffix() -> String {
 }
 
 fn create_csr(c: &Call<'_>) -> Reply {
-    if !may_use_csrs(c.user) {
+    if !may_use_csrs(c) {
         return forbidden(
             &c.user.name,
             "create",
@@ -585,7 +591,7 @@ fn approve_and_sign(c: &Call<'_>, csr: &mut Value, reason: &str, message: &str) 
 }
 
 fn get_csr(c: &Call<'_>, name: &str) -> Reply {
-    if !may_use_csrs(c.user) {
+    if !may_use_csrs(c) {
         return forbidden(
             &c.user.name,
             "get",

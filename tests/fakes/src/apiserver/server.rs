@@ -4,13 +4,15 @@
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -23,11 +25,52 @@ use tokio_rustls::TlsAcceptor;
 
 use super::State;
 use super::auth::{self, User};
+use super::hostile::FillerBody;
+use super::knobs::AnonymousDenial;
 use super::objects::{Reply, status};
+use super::requestinfo;
 use super::routes::{self, Call};
 use crate::timefmt;
 
 const MAX_BODY: usize = 4 << 20;
+const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+/// A response body: a small JSON or text reply, or a streamed hostile cluster-info.
+pub enum ApiBody {
+    /// The whole body (None once sent, or when empty).
+    Full(Option<Bytes>),
+    /// Streamed filler (`cluster_info_body`).
+    Filler(FillerBody),
+}
+
+impl Body for ApiBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ApiBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ApiBody::Filler(f) => Pin::new(f).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ApiBody::Full(b) => b.is_none(),
+            ApiBody::Filler(f) => f.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ApiBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ApiBody::Filler(f) => f.size_hint(),
+        }
+    }
+}
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS that asks for, but does not require, a client certificate signed by the CA.
@@ -122,23 +165,29 @@ async fn handle(
     state: Arc<State>,
     cert_user: Option<User>,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ApiBody> {
     let now = SystemTime::now();
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = Limited::new(req.into_body(), MAX_BODY).collect().await;
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes());
 
-    let (knobs, knob_error, inject) = {
+    let (snap, inject) = {
         let mut src = state.knobs.lock().unwrap_or_else(|p| p.into_inner());
-        let snap = src.read();
+        let snap = src.read(now);
         let unavailable = snap.knobs.unavailable_at(now);
-        // The 500 countdown only runs while the server is otherwise up.
-        let inject = !unavailable && src.take_injected_failure();
+        // The 500 countdown only runs while the server is otherwise up, and a hostile
+        // cluster-info (not the server answering) does not use one up.
+        let hostile = is_hostile_cluster_info(&snap.knobs, &method, &path);
+        let inject = !unavailable && !hostile && src.take_injected_failure();
         let deadlines = src.node_deadlines(&snap.knobs, now);
         drop(src);
         if !deadlines.is_empty() {
@@ -149,9 +198,10 @@ async fn handle(
                 }
             }
         }
-        (snap.knobs, snap.error, inject)
+        (snap, inject)
     };
-    if let Some(e) = &knob_error {
+    let knobs = &snap.knobs;
+    if let Some(e) = &snap.error {
         log_line(
             &state,
             &format!(
@@ -164,11 +214,39 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    let authn = auth::authenticate(&knobs, cert_user, authorization.as_deref());
+    let authn = auth::authenticate(knobs, cert_user, authorization.as_deref());
     let user_label = match &authn {
         Ok(u) => u.name.clone(),
         Err(_) => "<unauthenticated: invalid bearer token>".to_owned(),
     };
+    let log = |status: u16| {
+        log_line(
+            &state,
+            &format!(
+                "{} {method} {path} user={user_label} {status}",
+                timefmt::rfc3339(now)
+            ),
+        );
+    };
+
+    // Whoever is on the path answers before the server could: no 503, 401 or 403.
+    if let Some(mode) = knobs
+        .cluster_info_body
+        .filter(|_| is_hostile_cluster_info(knobs, &method, &path))
+    {
+        log(200);
+        let body = FillerBody::new(mode, knobs.cluster_info_body_bytes());
+        let mut resp = Response::builder()
+            .status(200)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(n) = body.content_length() {
+            resp = resp.header(hyper::header::CONTENT_LENGTH, n);
+        }
+        return resp
+            .body(ApiBody::Filler(body))
+            .unwrap_or_else(|_| Response::new(ApiBody::Full(None)));
+    }
+
     let reply = if knobs.unavailable_at(now) {
         status(
             503,
@@ -184,37 +262,47 @@ async fn handle(
             None,
         )
     } else {
-        match (authn, body) {
-            (Err(_), _) => status(401, "Unauthorized", "Unauthorized", None),
-            (Ok(_), Err(_)) => status(
+        let route = |user: &User| match &body {
+            Err(_) => status(
                 413,
                 "RequestEntityTooLarge",
                 "the request body is too large or unreadable",
                 None,
             ),
-            (Ok(user), Ok(collected)) => {
-                let bytes = collected.to_bytes();
+            Ok(bytes) => {
                 let call = Call {
                     state: &state,
-                    knobs: &knobs,
-                    user: &user,
+                    knobs,
+                    user,
                     method: &method,
-                    body: &bytes,
+                    body: bytes,
                     now,
                 };
                 routes::route(&call, &path)
             }
+        };
+        match authn {
+            Err(_) => status(401, "Unauthorized", "Unauthorized", None),
+            // Authorization (the RBAC denial) comes before the handler.
+            Ok(user) if user.is_anonymous() => {
+                let info = requestinfo::parse(&method, &path, query.as_deref());
+                match snap.anonymous_denial(now) {
+                    None => route(&user),
+                    Some(AnonymousDenial::AllButPublicInfo) if requestinfo::public_info(&info) => {
+                        route(&user)
+                    }
+                    Some(_) => requestinfo::forbidden(&user.name, &info),
+                }
+            }
+            Ok(user) => route(&user),
         }
     };
-    log_line(
-        &state,
-        &format!(
-            "{} {method} {path} user={user_label} {}",
-            timefmt::rfc3339(now),
-            reply.status
-        ),
-    );
+    log(reply.status);
     respond(reply)
+}
+
+fn is_hostile_cluster_info(knobs: &super::knobs::Knobs, method: &str, path: &str) -> bool {
+    knobs.cluster_info_body.is_some() && method == "GET" && path == CLUSTER_INFO_PATH
 }
 
 fn log_line(state: &State, line: &str) {
@@ -225,10 +313,11 @@ fn log_line(state: &State, line: &str) {
     }
 }
 
-fn respond(reply: Reply) -> Response<Full<Bytes>> {
+fn respond(reply: Reply) -> Response<ApiBody> {
+    let body = (!reply.body.is_empty()).then(|| Bytes::from(reply.body));
     Response::builder()
         .status(reply.status)
         .header(hyper::header::CONTENT_TYPE, reply.content_type)
-        .body(Full::new(Bytes::from(reply.body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(ApiBody::Full(body))
+        .unwrap_or_else(|_| Response::new(ApiBody::Full(None)))
 }

@@ -173,6 +173,35 @@ fn csr_pem(key: &KeyPair, node_name: &str) -> Result<String> {
     Ok(params.serialize_request(key)?.pem()?)
 }
 
+/// Where a certificate request failed: the certificate manager words each step apart.
+#[derive(Debug)]
+pub enum ObtainError {
+    /// Making the key or the CSR.
+    Generate(anyhow::Error),
+    /// Building the API client from the bootstrap credentials.
+    Client(anyhow::Error),
+    /// Creating (or reusing) the CSR: `cannot create certificate signing request: ...`.
+    Request(anyhow::Error),
+    /// Waiting for the certificate.
+    NotSigned(anyhow::Error),
+    /// Writing the certificate and key.
+    Store(anyhow::Error),
+}
+
+impl std::fmt::Display for ObtainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObtainError::Generate(e)
+            | ObtainError::Client(e)
+            | ObtainError::Request(e)
+            | ObtainError::NotSigned(e)
+            | ObtainError::Store(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ObtainError {}
+
 /// Requests and stores a client certificate. Polls the CSR every second; gives up after
 /// [`APPROVAL_TIMEOUT`].
 pub async fn obtain(
@@ -180,18 +209,29 @@ pub async fn obtain(
     store: &CertStore,
     bootstrap: &Resolved,
     node_name: &str,
-) -> Result<()> {
-    let key = load_or_generate_key(root, store)?;
+) -> Result<(), ObtainError> {
+    let key = load_or_generate_key(root, store).map_err(ObtainError::Generate)?;
     let name = csr_name(&key.subject_public_key_info(), node_name);
-    let request = csr_pem(&key, node_name)?;
-    let client = ApiClient::from_kubeconfig(bootstrap, Duration::from_secs(10))?;
-    create_csr(&client, &name, &request, &key).await?;
-    let cert = wait_for_certificate(&client, &name).await?;
-    store.update(root, &cert, &ecdsa_pem::to_sec1_pem(&key)?)?;
+    let request = csr_pem(&key, node_name).map_err(ObtainError::Generate)?;
+    let client = ApiClient::from_kubeconfig(bootstrap, Duration::from_secs(10))
+        .map_err(ObtainError::Client)?;
+    create_csr(&client, &name, &request, &key)
+        .await
+        .map_err(ObtainError::Request)?;
+    let cert = wait_for_certificate(&client, &name)
+        .await
+        .map_err(ObtainError::NotSigned)?;
+    let key_pem = ecdsa_pem::to_sec1_pem(&key).map_err(ObtainError::Store)?;
+    store
+        .update(root, &cert, &key_pem)
+        .map_err(ObtainError::Store)?;
     let _ = std::fs::remove_file(root.path(store.tmp_key()));
     Ok(())
 }
 
+/// client-go's `RequestCertificate`: any failure to create reads `cannot create
+/// certificate signing request: <err>` (transport errors included); a 409 for our own
+/// name reuses the existing CSR if it carries our key.
 async fn create_csr(client: &ApiClient, name: &str, request: &str, key: &KeyPair) -> Result<()> {
     let body = json!({
         "apiVersion": "certificates.k8s.io/v1",
@@ -203,32 +243,30 @@ async fn create_csr(client: &ApiClient, name: &str, request: &str, key: &KeyPair
     let resp = client
         .call(reqwest::Method::POST, path, Some(&body))
         .await
-        .map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!("cannot create certificate signing request: {e}"))?;
     match resp.status {
         200 | 201 => Ok(()),
         409 => {
-            klog::log(
+            klog::printf(
                 Severity::Info,
                 "csr.go:93",
                 "csr for this node already exists, reusing",
-                &[],
             );
             let existing = client
                 .get(&format!("{path}/{name}"))
                 .await
-                .map_err(|e| anyhow!(e))?;
+                .map_err(|e| anyhow!("cannot retrieve certificate signing request: {e}"))?;
             if existing.status != 200 {
                 bail!(
-                    "cannot get existing certificate signing request {name}: {}",
+                    "cannot retrieve certificate signing request: {}",
                     existing.error_text()
                 );
             }
             ensure_compatible(&existing.json(), key)?;
-            klog::log(
+            klog::printf(
                 Severity::Info,
                 "csr.go:103",
                 "csr for this node is still valid",
-                &[],
             );
             Ok(())
         }

@@ -80,20 +80,87 @@ fn client_from(root: &Root, kubeconfig_path: &str) -> Result<ApiClient, String> 
     ApiClient::from_kubeconfig(&r, std::time::Duration::from_secs(10)).map_err(|e| format!("{e:#}"))
 }
 
-/// Requests the client certificate until it is issued; retries with a pause, as the
-/// certificate manager does in the background.
+/// The certificate manager's name for the kubelet's client certificate (its signer).
+const CLIENT_MANAGER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// `wait.PollInfinite(32*time.Second, m.rotateCerts)` once the backoff is spent.
+pub const ROTATION_POLL: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// The pause after the `failures`-th failed attempt in a row, as client-go's certificate
+/// manager (`Start`) retries: `ExponentialBackoff{Duration: 2s, Factor: 2, Jitter: 0.1,
+/// Steps: 5}` sleeps 2, 4, 8 and 16 s (each stretched by `jitter` × 10 %, jitter in
+/// [0, 1)) between its five tries; after the fifth failure it reports "Reached backoff
+/// limit" and polls every 32 s forever.
+pub fn rotation_pause(failures: u32, jitter: f64) -> std::time::Duration {
+    match failures {
+        1..=4 => {
+            let base = 2u64 << (failures - 1);
+            std::time::Duration::from_secs_f64(base as f64 * (1.0 + jitter.clamp(0.0, 1.0) * 0.1))
+        }
+        _ => ROTATION_POLL,
+    }
+}
+
+/// `utilruntime.HandleError` of `rotateCerts`: an unstructured klog error line
+/// (`klog.ErrorDepth`), `<manager>: <what>: <err>`.
+fn rotation_error_line(e: &bootstrap::ObtainError) -> (&'static str, String) {
+    use bootstrap::ObtainError as E;
+    let (source, what) = match e {
+        E::Generate(_) => (
+            "certificate_manager.go:541",
+            "Unable to generate a certificate signing request",
+        ),
+        E::Client(_) => (
+            "certificate_manager.go:551",
+            "Unable to load a client to request certificates",
+        ),
+        E::Request(_) => (
+            "certificate_manager.go:562",
+            "Failed while requesting a signed certificate from the control plane",
+        ),
+        E::NotSigned(_) => (
+            "certificate_manager.go:579",
+            "certificate request was not signed",
+        ),
+        E::Store(_) => (
+            "certificate_manager.go:588",
+            "Unable to store the new cert/key pair",
+        ),
+    };
+    (source, format!("{CLIENT_MANAGER}: {what}: {e}"))
+}
+
+fn jitter() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    f64::from(u16::from_le_bytes(b)) / 65536.0
+}
+
+/// Requests the client certificate until it is issued, in the background, as the
+/// certificate manager does with client rotation on: every failure (a 403 because the
+/// bootstrap token may not create CSRs, an unreachable server, a denied CSR) is logged
+/// and retried on its backoff, never fatal.
 async fn bootstrap_until_done(root: Root, store: CertStore, boot: Resolved, node_name: String) {
+    let mut failures = 0u32;
     loop {
         match bootstrap::obtain(&root, &store, &boot, &node_name).await {
             Ok(()) => return,
-            Err(e) => klog::log(
-                Severity::Error,
-                "certificate_manager.go:562",
-                "Failed while requesting a signed certificate from the control plane",
-                &[("err", &format!("{e:#}"))],
-            ),
+            Err(e) => {
+                let (source, line) = rotation_error_line(&e);
+                klog::printf(Severity::Error, source, &line);
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        failures = failures.saturating_add(1);
+        if failures == 5 {
+            klog::printf(
+                Severity::Error,
+                "certificate_manager.go:445",
+                &format!(
+                    "{CLIENT_MANAGER}: Reached backoff limit, still unable to rotate certs: timed out waiting for the condition"
+                ),
+            );
+        }
+        tokio::time::sleep(rotation_pause(failures, jitter())).await;
     }
 }
 
@@ -278,4 +345,47 @@ pub fn run(argv: Vec<String>) -> i32 {
             _ = tokio::signal::ctrl_c() => 0,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rotation_retries_like_the_certificate_manager() {
+        let pauses: Vec<Duration> = (1..=7).map(|n| rotation_pause(n, 0.0)).collect();
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(
+            pauses,
+            [
+                secs(2),
+                secs(4),
+                secs(8),
+                secs(16),
+                secs(32),
+                secs(32),
+                secs(32)
+            ]
+        );
+        // Jitter stretches the backoff steps by at most 10 %, not the 32 s poll.
+        let stretched = rotation_pause(4, 0.999_999);
+        assert!(
+            stretched > Duration::from_millis(17_590) && stretched <= Duration::from_millis(17_600)
+        );
+        assert_eq!(rotation_pause(5, 0.5), secs(32));
+    }
+
+    #[test]
+    fn rotation_errors_read_as_upstream() {
+        let e = bootstrap::ObtainError::Request(anyhow::anyhow!(
+            "cannot create certificate signing request: certificatesigningrequests.certificates.k8s.io is forbidden: User \"system:bootstrap:abcdef\" cannot create resource \"certificatesigningrequests\" in API group \"certificates.k8s.io\" at the cluster scope"
+        ));
+        let (source, line) = rotation_error_line(&e);
+        assert_eq!(source, "certificate_manager.go:562");
+        assert_eq!(
+            line,
+            "kubernetes.io/kube-apiserver-client-kubelet: Failed while requesting a signed certificate from the control plane: cannot create certificate signing request: certificatesigningrequests.certificates.k8s.io is forbidden: User \"system:bootstrap:abcdef\" cannot create resource \"certificatesigningrequests\" in API group \"certificates.k8s.io\" at the cluster scope"
+        );
+    }
 }

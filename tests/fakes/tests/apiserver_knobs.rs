@@ -1,0 +1,355 @@
+//! The fake API server's hostile knobs, end to end against the real binary on
+//! 127.0.0.1: the anonymous warm-up 403s (exact bodies, requests.log), the RBAC without
+//! the cluster-info RoleBinding, the hostile cluster-info bodies (sizes, framing, the
+//! server's memory, a client that goes away) and the kubelet's view of a cluster whose
+//! bootstrap tokens may not create CSRs.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kja_fakes::fsroot::Root;
+use kja_fakes::kubeconfig::{Auth, Resolved};
+use kja_fakes::kubelet::bootstrap::{self, CertStore, ObtainError};
+
+const TOKEN: &str = "abcdef.0123456789abcdef";
+const TOKENS: &str = r#""tokens":[{"id":"abcdef","secret":"0123456789abcdef"}]"#;
+const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts fake-apiserver with `knobs` already in place (present at start).
+    fn start(knobs: &str) -> Self {
+        kja_fakes::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("knobs.json"), knobs).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.path().join("ready").exists() {
+            assert!(Instant::now() < deadline, "fake-apiserver did not start");
+            assert!(child.try_wait().unwrap().is_none(), "fake-apiserver exited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            dir,
+            url: format!("https://127.0.0.1:{port}"),
+            stderr,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn set_knobs(&self, knobs: &str) {
+        let tmp = self.path("knobs.json.tmp");
+        std::fs::write(&tmp, knobs).unwrap();
+        std::fs::rename(tmp, self.path("knobs.json")).unwrap();
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.path("ca.crt")).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+            .no_proxy()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.client().get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn wait_for_stderr(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stderr line with {needle:?}; got {:#?}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[tokio::test]
+async fn anonymous_warm_up_then_missing_cluster_info_binding() {
+    let s = Server::start(&format!(
+        r#"{{{TOKENS}, "anonymous_forbidden_for_secs": 3}}"#
+    ));
+    let started = Instant::now();
+    let (code, body) = s.get(CLUSTER_INFO, None).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        body,
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps \"cluster-info\" is forbidden: User \"system:anonymous\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"kube-public\"","reason":"Forbidden","details":{"name":"cluster-info","kind":"configmaps"},"code":403}"#
+    );
+    let (code, body) = s.get("/readyz", None).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        body,
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"forbidden: User \"system:anonymous\" cannot get path \"/readyz\"","reason":"Forbidden","details":{},"code":403}"#
+    );
+    // Only anonymous users: the bootstrap token reads cluster-info meanwhile.
+    assert_eq!(s.get(CLUSTER_INFO, Some(TOKEN)).await.0, 200);
+    // The window counts from the start (the knob was there): then 200.
+    let left = Duration::from_secs(3).saturating_sub(started.elapsed());
+    tokio::time::sleep(left + Duration::from_millis(300)).await;
+    assert_eq!(s.get(CLUSTER_INFO, None).await.0, 200);
+    assert_eq!(s.get("/readyz", None).await, (200, "ok".to_owned()));
+
+    // Without kubeadm's bootstrap-signer-clusterinfo RoleBinding anonymous users keep
+    // what system:public-info-viewer grants, and nothing else.
+    s.set_knobs(&format!(r#"{{{TOKENS}, "anonymous_forbidden": true}}"#));
+    let (code, body) = s.get(CLUSTER_INFO, None).await;
+    assert_eq!(code, 403);
+    assert!(body.contains(r#"User \"system:anonymous\" cannot get resource \"configmaps\""#));
+    assert_eq!(s.get("/healthz", None).await, (200, "ok".to_owned()));
+    assert_eq!(s.get("/version", None).await.0, 200);
+    assert_eq!(s.get("/healthz/etcd", None).await.0, 403);
+    assert_eq!(s.get(CLUSTER_INFO, Some(TOKEN)).await.0, 200);
+
+    let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.ends_with(&format!(" GET {CLUSTER_INFO} user=system:anonymous 403"))),
+        "{log}"
+    );
+    assert!(log.contains(&format!(
+        " GET {CLUSTER_INFO} user=system:bootstrap:abcdef 200"
+    )));
+    assert!(!log.contains("0123456789abcdef"), "a token leaked: {log}");
+}
+
+/// Reads the whole body a chunk at a time, sampling the server's RSS.
+async fn stream_all(s: &Server, resp: reqwest::Response) -> (u64, u64) {
+    let mut resp = resp;
+    let mut total = 0u64;
+    let mut peak = 0u64;
+    let mut n = 0u32;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        total += chunk.len() as u64;
+        n += 1;
+        if n.is_multiple_of(64) {
+            peak = peak.max(s.rss_kib());
+        }
+    }
+    (total, peak)
+}
+
+#[tokio::test]
+async fn oversized_cluster_info_streams_in_flat_memory() {
+    let s = Server::start(&format!(
+        r#"{{{TOKENS}, "cluster_info_body": "oversized"}}"#
+    ));
+    // Warm the server up (TLS, a request) before taking the baseline.
+    assert_eq!(s.get("/healthz", None).await.0, 200);
+    let base = s.rss_kib();
+    let resp = s
+        .client()
+        .get(format!("{}{CLUSTER_INFO}", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["content-length"], (64u64 << 20).to_string());
+    let (total, peak) = stream_all(&s, resp).await;
+    assert_eq!(total, 64 << 20);
+    assert!(
+        peak < base + 16 * 1024,
+        "server RSS grew from {base} KiB to {peak} KiB"
+    );
+    s.wait_for_stderr(
+        "cluster-info oversized body sent in full after 67108864 bytes",
+        Duration::from_secs(5),
+    );
+    // Everything else is served as usual.
+    assert_eq!(
+        s.get(
+            "/api/v1/namespaces/kube-system/configmaps/kubelet-config",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        200
+    );
+
+    s.set_knobs(&format!(
+        r#"{{{TOKENS}, "cluster_info_body": "oversized-chunked", "cluster_info_body_mib": 3}}"#
+    ));
+    let resp = s
+        .client()
+        .get(format!("{}{CLUSTER_INFO}", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get("content-length").is_none());
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["kind"], "ConfigMap");
+}
+
+/// A bare TLS connection with one request written: dropping it closes the socket, as
+/// a client that gives up does (reqwest keeps a half-read connection open).
+async fn raw_get(s: &Server, path: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::AsyncWriteExt;
+    let ca = std::fs::read(s.path("ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr = s.url.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tls
+}
+
+#[tokio::test]
+async fn endless_cluster_info_stops_when_the_client_goes_away() {
+    use tokio::io::AsyncReadExt;
+    let s = Server::start(&format!(r#"{{{TOKENS}, "cluster_info_body": "endless"}}"#));
+    assert_eq!(s.get("/healthz", None).await.0, 200);
+    let base = s.rss_kib();
+    let mut conn = raw_get(&s, CLUSTER_INFO).await;
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while got.len() < (1 << 20) {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the body never ends");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got[..got.len().min(512)]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: application/json\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    // 640 KiB/s: a megabyte takes well over a second.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        start.elapsed()
+    );
+    // A client that stops reading does not make the server buffer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.rss_kib() < base + 16 * 1024);
+    drop(conn);
+    let line = s.wait_for_stderr(
+        "cluster-info endless body stopped, the client went away after ",
+        Duration::from_secs(10),
+    );
+    assert!(line.ends_with(" bytes"), "{line}");
+    // The server carries on.
+    assert_eq!(s.get("/healthz", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn kubelet_sees_upstreams_403_when_bootstrap_tokens_may_not_create_csrs() {
+    let s = Server::start(&format!(r#"{{{TOKENS}, "csr_create_forbidden": true}}"#));
+    let node = tempfile::tempdir().unwrap();
+    let root = Root::at(node.path());
+    let store = CertStore {
+        dir: "/var/lib/kubelet/pki".into(),
+    };
+    let boot = Resolved {
+        server: s.url.clone(),
+        ca_pem: std::fs::read(s.path("ca.crt")).unwrap(),
+        auth: Auth::Token(TOKEN.into()),
+    };
+    let err = bootstrap::obtain(&root, &store, &boot, "n1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ObtainError::Request(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot create certificate signing request: certificatesigningrequests.certificates.k8s.io is forbidden: User \"system:bootstrap:abcdef\" cannot create resource \"certificatesigningrequests\" in API group \"certificates.k8s.io\" at the cluster scope"
+    );
+    let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
+    assert!(log.contains(
+        " POST /apis/certificates.k8s.io/v1/certificatesigningrequests user=system:bootstrap:abcdef 403"
+    ));
+    // With the binding back, the same key and CSR name get a certificate.
+    s.set_knobs(&format!(r#"{{{TOKENS}}}"#));
+    bootstrap::obtain(&root, &store, &boot, "n1").await.unwrap();
+    assert!(root.path(store.current()).exists());
+}
