@@ -127,8 +127,8 @@ pub struct KubeletView {
     pub had_bootstrap_conf: bool,
     /// Pending CSRs requested with this node's bootstrap token.
     pub pending_csrs: Vec<String>,
-    /// Why the CSRs could not be listed, if they could not.
-    pub csr_list_error: Option<String>,
+    /// Why the CSRs could not be listed with the bootstrap token, if they could not.
+    pub csr_list_error: Option<crate::apiserver::ApiError>,
 }
 
 /// Whether a kubelet command line (NUL-separated, as in /proc/PID/cmdline) names a
@@ -215,6 +215,10 @@ pub fn diagnose(paths: &Paths, problem: Option<&KubeletConfProblem>, seen: &Kube
         );
     }
     match &seen.csr_list_error {
+        // kubeadm's one binding grants bootstrap tokens create, get and list on CSRs.
+        Some(e) if e.status == Some(403) => format!(
+            "kubelet is running with bootstrap credentials but no certificate signing request can be made: the bootstrap token may not even list them ({e}), so the cluster lacks kubeadm's ClusterRoleBinding kubeadm:kubelet-bootstrap (ClusterRole system:node-bootstrapper for group system:bootstrappers:kubeadm:default-node-token; `kubeadm init phase bootstrap-token` creates it)"
+        ),
         Some(e) => format!(
             "kubelet is running with bootstrap credentials but has no client certificate yet, and its certificate signing requests could not be listed ({e}); see `journalctl -u kubelet` and `kubectl get csr`"
         ),
@@ -350,12 +354,27 @@ mod tests {
                 && text.contains("kubeadm:kubelet-bootstrap"),
             "{text}"
         );
+        let error = |status| crate::apiserver::ApiError {
+            what: "listing certificate signing requests".into(),
+            detail: format!("HTTP {status}"),
+            status: Some(status),
+        };
+        let forbidden = KubeletView {
+            csr_list_error: Some(error(403)),
+            ..started_with_it.clone()
+        };
+        let text = diagnosis(forbidden).await;
+        assert!(
+            text.contains("no certificate signing request can be made")
+                && text.contains("kubeadm:kubelet-bootstrap"),
+            "{text}"
+        );
         let unlisted = KubeletView {
-            csr_list_error: Some("HTTP 403".into()),
+            csr_list_error: Some(error(500)),
             ..started_with_it
         };
         let text = diagnosis(unlisted).await;
-        assert!(text.contains("could not be listed (HTTP 403)"), "{text}");
+        assert!(text.contains("could not be listed (listing"), "{text}");
 
         let pending = KubeletView {
             pending_csrs: vec!["node-csr-abc".into()],

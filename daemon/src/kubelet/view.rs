@@ -39,7 +39,7 @@ pub async fn observe(
     };
     let (pending_csrs, csr_list_error) = match listed {
         Ok(names) => (names, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(e)),
     };
     KubeletView {
         active,

@@ -423,3 +423,45 @@ pub fn check_stopped(node: &Node, class: &str, code: i32, must_say: &[&str]) -> 
     );
     Ok(message.clone())
 }
+
+/// Quick retries, so failure paths finish in seconds.
+pub const FAST_RETRY: &str = "[retry]\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\n";
+
+/// Waits until the agent's journal (this node, all boots) contains `needle`.
+pub fn journal_says(node: &Node, needle: &str, timeout: Duration) -> Result<()> {
+    wait::until_ok(
+        &format!("the agent to say {needle:?}"),
+        timeout,
+        POLL,
+        || {
+            let j = node.journal(Some(AGENT_UNIT))?;
+            if j.contains(needle) {
+                Ok(())
+            } else {
+                bail!("agent journal:\n{j}")
+            }
+        },
+    )
+}
+
+/// kubeadm was never asked to join.
+pub fn no_kubeadm_join(node: &Node) -> Result<()> {
+    let joins = join_invocations(&kubeadm_invocations(node));
+    ensure!(joins.is_empty(), "kubeadm ran: {joins:?}");
+    Ok(())
+}
+
+/// The agent's peak resident memory (VmHWM) in KiB, from its main process.
+pub fn agent_peak_rss_kib(node: &Node) -> Result<u64> {
+    let pid = unit_props(node, AGENT_UNIT)?
+        .get("MainPID")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(pid != "0" && !pid.is_empty(), "the agent is not running");
+    let status = node.exec_ok(&["cat", &format!("/proc/{pid}/status")])?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
+}

@@ -10,36 +10,11 @@ use kja_e2e::wait;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Quick retries, so failure paths finish in seconds.
-const FAST_RETRY: &str = "[retry]\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\n";
-
 fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn journal_says(node: &kja_e2e::Node, needle: &str, timeout: Duration) -> Result<()> {
-    wait::until_ok(
-        &format!("the agent to say {needle:?}"),
-        timeout,
-        POLL,
-        || {
-            let j = node.journal(Some(AGENT_UNIT))?;
-            if j.contains(needle) {
-                Ok(())
-            } else {
-                bail!("agent journal:\n{j}")
-            }
-        },
-    )
-}
-
-fn no_kubeadm_join(node: &kja_e2e::Node) -> Result<()> {
-    let joins = join_invocations(&kubeadm_invocations(node));
-    ensure!(joins.is_empty(), "kubeadm ran: {joins:?}");
-    Ok(())
 }
 
 fn main_pid(node: &kja_e2e::Node) -> Result<String> {
