@@ -31,6 +31,9 @@ trait Manager {
     ) -> zbus::Result<Vec<(String, String, String)>>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
+    /// Sent (to every client) when a daemon-reload starts (true) and ends (false).
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(
         &self,
@@ -58,6 +61,8 @@ trait Unit {
     fn unit_file_state(&self) -> zbus::Result<String>;
     #[zbus(property(emits_changed_signal = "false"))]
     fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
 }
 
 #[zbus::proxy(
@@ -109,6 +114,8 @@ pub struct UnitInfo {
     pub unit_file_state: String,
     /// Drop-in files applied to the unit.
     pub drop_in_paths: Vec<String>,
+    /// Whether a job (a queued start, say) is pending for the unit.
+    pub has_job: bool,
 }
 
 /// Either way a unit operation can fail.
@@ -180,6 +187,7 @@ impl Systemd {
             fragment_path: proxy.fragment_path().await.map_err(bus_err(action()))?,
             unit_file_state: proxy.unit_file_state().await.map_err(bus_err(action()))?,
             drop_in_paths: proxy.drop_in_paths().await.map_err(bus_err(action()))?,
+            has_job: proxy.job().await.map_err(bus_err(action()))?.0 != 0,
         })
     }
 
@@ -279,22 +287,44 @@ impl Systemd {
         }
     }
 
-    /// Masks `unit` until reboot (a symlink to /dev/null in /run/systemd/system).
+    /// Masks `unit` until reboot (a symlink to /dev/null in /run/systemd/system). Like
+    /// `systemctl mask --runtime --no-reload`: it takes effect at the next reload.
     pub async fn mask_runtime(&self, unit: &str) -> Result<(), SystemdError> {
         self.manager
             .mask_unit_files(&[unit], true, true)
             .await
             .map_err(bus_err(format!("masking {unit} (runtime)")))?;
-        self.reload().await
+        Ok(())
     }
 
-    /// Removes a runtime mask of `unit`.
+    /// Removes a runtime mask of `unit`; it takes effect at the next reload.
     pub async fn unmask_runtime(&self, unit: &str) -> Result<(), SystemdError> {
         self.manager
             .unmask_unit_files(&[unit], true)
             .await
             .map_err(bus_err(format!("unmasking {unit} (runtime)")))?;
-        self.reload().await
+        Ok(())
+    }
+
+    /// The daemon-reloads that end from now on, whoever asked for them (kubeadm runs
+    /// its own before restarting kubelet).
+    pub async fn reloads_ending(&self) -> Result<ReloadsEnding, SystemdError> {
+        let stream = self
+            .manager
+            .receive_reloading()
+            .await
+            .map_err(bus_err("watching daemon-reloads"))?;
+        Ok(ReloadsEnding(stream))
+    }
+
+    /// Results of the jobs of `unit` that end from now on.
+    pub async fn job_results(&self) -> Result<JobResults, SystemdError> {
+        let stream = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(bus_err("watching jobs"))?;
+        Ok(JobResults(stream))
     }
 
     /// `daemon-reload`: picks up changed unit files and drop-ins.
@@ -303,5 +333,37 @@ impl Systemd {
             .reload()
             .await
             .map_err(bus_err("reloading unit files"))
+    }
+}
+
+/// A stream of daemon-reloads ending (systemd's `Reloading(false)` signal).
+pub struct ReloadsEnding(ReloadingStream);
+
+impl ReloadsEnding {
+    /// Resolves when a daemon-reload ends.
+    pub async fn next(&mut self) -> Option<()> {
+        while let Some(signal) = self.0.next().await {
+            if signal.args().is_ok_and(|a| !a.active) {
+                return Some(());
+            }
+        }
+        None
+    }
+}
+
+/// A stream of job results (systemd's `JobRemoved` signal).
+pub struct JobResults(JobRemovedStream);
+
+impl JobResults {
+    /// The next job of `unit` that ends, with its result ("done", "failed", ...).
+    pub async fn next_of(&mut self, unit: &str) -> Option<String> {
+        while let Some(signal) = self.0.next().await {
+            if let Ok(args) = signal.args()
+                && args.unit == unit
+            {
+                return Some(args.result.clone());
+            }
+        }
+        None
     }
 }

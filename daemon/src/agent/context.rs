@@ -15,8 +15,18 @@ impl Agent {
 
     /// Logs the phase line, updates STATUS= and the state file.
     pub(super) fn enter(&self, phase: Phase, message: &str) {
+        self.announce(phase, message);
+        self.record_phase(phase);
+    }
+
+    /// The phase line and STATUS= (quick: no disk sync).
+    pub(super) fn announce(&self, phase: Phase, message: &str) {
         info!(phase = phase.name(), "phase {}: {message}", phase.name());
         telemetry::notify_status(&format!("{}: {message}", phase.name()));
+    }
+
+    /// The phase in the state file (written atomically, synced).
+    pub(super) fn record_phase(&self, phase: Phase) {
         let mut state = self.state.lock().expect("state lock");
         state.phase = phase.name().to_string();
         if let Err(e) = state.save(&self.paths.state_file()) {

@@ -12,23 +12,42 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 impl Agent {
-    /// Waits until kubeadm's kubelet files are valid, then lifts the gate and starts
-    /// kubelet, waiting for the job's result.
+    /// Waits until kubeadm's kubelet files are valid, then lifts the gate in time for
+    /// kubeadm's own reload and restart of kubelet (or starts kubelet itself when
+    /// kubeadm's come too early or not at all), and waits until kubelet runs.
     pub(super) async fn hand_off(
         &self,
         cluster: &ClusterInfo,
         deadline: Instant,
+        kubeadm_restart_failed: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), Failure> {
         let s = &self.settings;
+        // Watched from before kubeadm writes the files, so its reload is seen even if it
+        // ends before the gate is lifted.
+        let mut reloads = self
+            .systemd
+            .reloads_ending()
+            .await
+            .map_err(|e| Failure::Local {
+                detail: e.to_string(),
+            })?;
         kubelet::wait_for_kubelet_files(&self.paths, &cluster.ca, deadline).await?;
-        self.enter(
+        // The gate must be lifted before kubeadm's own daemon-reload reads the unit files
+        // (tens of milliseconds after its last file): the phase line first, the state
+        // file (fsync) after.
+        self.announce(
             Phase::Handoff,
             &format!(
-                "kubeadm's kubelet files are valid; unmasking and starting {}",
+                "kubeadm's kubelet files are valid; unmasking {} for kubeadm's restart",
                 s.kubelet_unit
             ),
         );
-        self.gate().open().await?;
+        let opened = self
+            .gate()
+            .open_after_kubeadm(&mut reloads, kubeadm_restart_failed)
+            .await;
+        self.record_phase(Phase::Handoff);
+        opened?;
         info!(phase = Phase::Handoff.name(), "{} started", s.kubelet_unit);
         Ok(())
     }

@@ -6,6 +6,7 @@ use super::{Agent, Phase};
 use crate::discovery::ClusterInfo;
 use crate::failure::Failure;
 use crate::kubeadm::{self, ConfigApi, JoinConfigInput, KubeadmVersion, Limits};
+use crate::kubelet;
 use crate::preflight;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -83,8 +84,14 @@ impl Agent {
         if !self.gate().kubelet_active().await? {
             // kubeadm succeeded without the agent seeing valid files (an older kubeadm
             // that waits differently): validate now and hand off.
-            self.hand_off(cluster, Instant::now() + Duration::from_secs(10))
-                .await?;
+            kubelet::wait_for_kubelet_files(
+                &self.paths,
+                &cluster.ca,
+                Instant::now() + Duration::from_secs(10),
+            )
+            .await?;
+            self.enter(Phase::Handoff, &format!("starting {}", s.kubelet_unit));
+            self.gate().open().await?;
         }
         Ok(())
     }
@@ -129,12 +136,19 @@ impl Agent {
             s.kubeadm_path.display(),
             args.join(" ")
         );
-        let run = kubeadm::run(&s.kubeadm_path, args, limits, &secrets, true);
+        // kubeadm saying its own restart of kubelet failed: the gate was still closed
+        // when it tried, so starting kubelet is the agent's job.
+        let (restart_failed, restart_failed_seen) = tokio::sync::watch::channel(false);
+        let watch = kubeadm::LineWatch {
+            needle: kubeadm::KUBELET_RESTART_FAILED,
+            seen: restart_failed,
+        };
+        let run = kubeadm::run_watching(&s.kubeadm_path, args, limits, &secrets, true, Some(watch));
         let deadline = Instant::now() + s.timeouts.join_phase;
         let cluster = handoff;
         let handoff = async {
             match cluster {
-                Some(cluster) => self.hand_off(cluster, deadline).await,
+                Some(cluster) => self.hand_off(cluster, deadline, restart_failed_seen).await,
                 None => std::future::pending().await,
             }
         };

@@ -19,6 +19,9 @@ const LEFTOVER_CHECKS: &[&str] = &[
 /// later print it without the dots, after the health check).
 pub const TLS_BOOTSTRAP_WAIT: &str =
     "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap";
+/// What kubeadm prints when its `systemctl restart kubelet` failed (on stdout up to
+/// v1.2x, as a klog warning later): with kubelet masked, it goes on and waits.
+pub const KUBELET_RESTART_FAILED: &str = "unable to start the kubelet service";
 /// v1.31 and later wait for the kubelet's health first.
 pub const KUBELET_HEALTH_WAIT: &str = "[kubelet-check] Waiting for a healthy kubelet";
 

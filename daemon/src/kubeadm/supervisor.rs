@@ -77,6 +77,15 @@ impl Finished {
     }
 }
 
+/// A line to look out for while the child runs: `seen` turns true when a line contains
+/// `needle` (kubeadm saying its restart of kubelet failed, say).
+pub struct LineWatch {
+    /// The text to look for.
+    pub needle: &'static str,
+    /// Set to true at the first line that contains it.
+    pub seen: tokio::sync::watch::Sender<bool>,
+}
+
 /// Runs `program args`, forwarding each line (with `secrets` redacted) to the log when
 /// `forward` is set. Returns when the child exits or has been killed.
 pub async fn run(
@@ -85,6 +94,18 @@ pub async fn run(
     limits: Limits,
     secrets: &[&Secret],
     forward: bool,
+) -> Result<Finished, Failure> {
+    run_watching(program, args, limits, secrets, forward, None).await
+}
+
+/// [`run`], telling `watch` when its line goes by.
+pub async fn run_watching(
+    program: &Path,
+    args: &[String],
+    limits: Limits,
+    secrets: &[&Secret],
+    forward: bool,
+    watch: Option<LineWatch>,
 ) -> Result<Finished, Failure> {
     let redact = |text: &str| secrets.iter().fold(text.to_string(), |t, s| s.redact(&t));
     let started = Instant::now();
@@ -140,6 +161,9 @@ pub async fn run(
             line = rx.recv(), if open => match line {
                 Some(mut line) => {
                     last_progress = Instant::now();
+                    if let Some(w) = &watch && line.text.contains(w.needle) {
+                        let _ = w.seen.send(true);
+                    }
                     line.text = redact(&line.text);
                     if forward {
                         tracing::info!(kubeadm_stream = line.stream, "{name}: {}", line.text);

@@ -13,7 +13,7 @@
 
 use crate::failure::Failure;
 use crate::paths::Paths;
-use crate::systemd::Systemd;
+use crate::systemd::{ReloadsEnding, Systemd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +21,11 @@ const JOB_LIMIT: Duration = Duration::from_secs(90);
 /// kubelet (Restart=always, RestartSec=10) may be mid-restart when the agent looks.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 const DROP_IN: &str = "50-kube-join-agent-gate.conf";
+/// kubeadm runs `systemctl daemon-reload` and `systemctl restart kubelet` right after
+/// writing kubelet's files (0.13-0.37 s from config.yaml to kubelet started, real
+/// kubeadm 1.20 and 1.29). Past this without its reload or its restart, the agent
+/// starts kubelet itself.
+const FOLLOW_KUBEADM: Duration = Duration::from_secs(2);
 
 /// How the gate holds kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +65,9 @@ impl<'a> Gate<'a> {
             .join(DROP_IN)
     }
 
-    /// Stops kubelet and keeps it from starting. Cancels a queued start job too.
+    /// Stops kubelet and keeps it from starting. Cancels a queued start job too. At most
+    /// one daemon-reload, and none when kubelet is already gated and stopped (every
+    /// retry closes the gate again).
     pub async fn close(&self) -> Result<GateMethod, Failure> {
         let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
         if info.load_state == "not-found" {
@@ -72,8 +79,13 @@ impl<'a> Gate<'a> {
             });
         }
         let method = self.method();
-        match method {
-            GateMethod::RuntimeMask => self.systemd.mask_runtime(self.unit).await.map_err(local)?,
+        let reload = match method {
+            GateMethod::RuntimeMask => {
+                if !self.mask_on_disk() {
+                    self.systemd.mask_runtime(self.unit).await.map_err(local)?;
+                }
+                info.load_state != "masked"
+            }
             GateMethod::ConditionDropIn => {
                 tracing::warn!(
                     "{} is defined in {}, where a runtime mask has no effect; gating it with a runtime drop-in ({}) instead. Packages install it in /lib/systemd/system with overrides in {}.d/",
@@ -82,60 +94,157 @@ impl<'a> Gate<'a> {
                     self.drop_in().display(),
                     self.unit
                 );
+                let _ = std::fs::remove_file(self.allowed());
                 let path = self.drop_in();
-                let allowed = self.paths.runtime_dir().join("kubelet-allowed");
-                let _ = std::fs::remove_file(&allowed);
-                std::fs::create_dir_all(path.parent().expect("drop-in has a parent"))
-                    .map_err(io_local)?;
-                std::fs::write(
-                    &path,
-                    format!(
-                        "# Written by kube-join-agent while it joins this node; removed when kubelet may start.\n[Unit]\nConditionPathExists={}\n",
-                        strip_root(self.paths, &allowed)
-                    ),
-                )
-                .map_err(io_local)?;
-                self.systemd.reload().await.map_err(local)?;
+                let text = format!(
+                    "# Written by kube-join-agent while it joins this node; removed when kubelet may start.\n[Unit]\nConditionPathExists={}\n",
+                    strip_root(self.paths, &self.allowed())
+                );
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                    std::fs::create_dir_all(path.parent().expect("drop-in has a parent"))
+                        .map_err(io_local)?;
+                    std::fs::write(&path, text).map_err(io_local)?;
+                }
+                let loaded = strip_root(self.paths, &path);
+                !info.drop_in_paths.contains(&loaded)
             }
+        };
+        if reload {
+            self.systemd.reload().await.map_err(local)?;
         }
-        self.systemd
-            .stop(self.unit, JOB_LIMIT)
-            .await
-            .map_err(|e| Failure::Local {
-                detail: e.to_string(),
-            })?;
+        let stopped = matches!(info.active_state.as_str(), "inactive" | "failed");
+        if !stopped || info.has_job {
+            self.systemd
+                .stop(self.unit, JOB_LIMIT)
+                .await
+                .map_err(|e| Failure::Local {
+                    detail: e.to_string(),
+                })?;
+        }
         Ok(method)
     }
 
-    /// Lifts the gate (both kinds, whichever is there) and reloads.
-    pub async fn lift(&self) -> Result<(), Failure> {
-        let drop_in = self.drop_in();
-        let had_drop_in = drop_in.exists();
-        if had_drop_in {
-            std::fs::remove_file(&drop_in).map_err(io_local)?;
-        }
-        let masked = self
-            .paths
+    /// The flag file the condition drop-in waits for.
+    fn allowed(&self) -> PathBuf {
+        self.paths.runtime_dir().join("kubelet-allowed")
+    }
+
+    /// Whether the runtime mask's symlink is in place.
+    fn mask_on_disk(&self) -> bool {
+        self.paths
             .run_systemd_system()
             .join(self.unit)
             .read_link()
-            .is_ok_and(|t| t == std::path::Path::new("/dev/null"));
+            .is_ok_and(|t| t == std::path::Path::new("/dev/null"))
+    }
+
+    /// Lifts the gate on disk, without a reload: the mask's symlink or the drop-in goes,
+    /// and the drop-in's condition is met at once. Returns whether systemd must reload
+    /// to see it (a loaded mask or drop-in).
+    async fn lift_on_disk(&self) -> Result<bool, Failure> {
+        let drop_in = self.drop_in();
+        let had_drop_in = drop_in.exists();
+        if had_drop_in {
+            std::fs::create_dir_all(self.paths.runtime_dir()).map_err(io_local)?;
+            std::fs::write(self.allowed(), "").map_err(io_local)?;
+            std::fs::remove_file(&drop_in).map_err(io_local)?;
+        }
+        let masked = self.mask_on_disk();
         if masked {
             self.systemd
                 .unmask_runtime(self.unit)
                 .await
                 .map_err(local)?;
-        } else if had_drop_in {
-            self.systemd.reload().await.map_err(local)?;
         }
-        Ok(())
+        Ok(masked || had_drop_in)
     }
 
     /// Lifts the gate and starts kubelet, waiting for the job's result, then for the
-    /// unit to settle active. kubeadm restarts kubelet itself once it has written its
-    /// files, so a stop/start right after ours is expected and waited through.
+    /// unit to settle active: for a kubelet nobody else starts (an already joined node).
     pub async fn open(&self) -> Result<(), Failure> {
-        self.lift().await?;
+        if self.lift_on_disk().await? {
+            self.systemd.reload().await.map_err(local)?;
+        }
+        self.start().await
+    }
+
+    /// Lifts the gate while kubeadm is about to run its own `systemctl daemon-reload`
+    /// and `systemctl restart kubelet` (kubelet-start, right after writing kubelet's
+    /// files): its reload picks the lifted gate up, and its restart starts kubelet, so
+    /// the handoff costs no reload of the agent's and kubelet starts once. When the
+    /// reload that ends next still finds kubelet masked (kubeadm's began before the gate
+    /// was lifted), or none comes within `FOLLOW_KUBEADM`, the agent reloads and starts
+    /// kubelet itself. `reloads` must have been watched since before kubeadm wrote its
+    /// files, so a reload that ended before the gate was lifted is seen too.
+    pub async fn open_after_kubeadm(
+        &self,
+        reloads: &mut ReloadsEnding,
+        mut kubeadm_restart_failed: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
+        let mut jobs = self.systemd.job_results().await.map_err(local)?;
+        if !self.lift_on_disk().await? {
+            return self.start().await;
+        }
+        let waited = tokio::time::sleep(FOLLOW_KUBEADM);
+        tokio::pin!(waited);
+        let mut reloaded = false;
+        loop {
+            tokio::select! {
+                ended = reloads.next(), if !reloaded => {
+                    if ended.is_none() {
+                        break;
+                    }
+                    let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
+                    if info.load_state == "masked" {
+                        // That reload began before the gate was lifted.
+                        tracing::debug!("a daemon-reload ended without seeing the lifted gate");
+                        break;
+                    }
+                    reloaded = true;
+                    waited.as_mut().reset(tokio::time::Instant::now() + FOLLOW_KUBEADM);
+                }
+                Some(_) = jobs.next_of(self.unit) => {
+                    if self.kubelet_active().await? {
+                        tracing::debug!("kubeadm's restart started {}", self.unit);
+                        return Ok(());
+                    }
+                }
+                _ = &mut waited => {
+                    if self.kubelet_active().await? {
+                        return Ok(());
+                    }
+                    break;
+                }
+            }
+        }
+        if !reloaded {
+            self.systemd.reload().await.map_err(local)?;
+        }
+        // kubeadm's restart may still be on its way (queued behind the agent's reload):
+        // starting kubelet now could have it restarted right after. Start it once
+        // kubeadm said its restart failed, or when a short wait brought nothing.
+        let restart_failed = kubeadm_restart_failed.wait_for(|failed| *failed);
+        let quiet = tokio::time::sleep(FOLLOW_KUBEADM);
+        tokio::pin!(restart_failed, quiet);
+        loop {
+            tokio::select! {
+                _ = &mut restart_failed => break,
+                _ = &mut quiet => break,
+                Some(_) = jobs.next_of(self.unit) => {
+                    if self.kubelet_active().await? {
+                        tracing::debug!("kubeadm's restart started {}", self.unit);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.start().await
+    }
+
+    /// Starts kubelet, waits for the job's result, then for the unit to settle active.
+    /// kubeadm restarts kubelet itself once it has written its files, so a stop/start
+    /// right after ours is expected and waited through.
+    async fn start(&self) -> Result<(), Failure> {
         self.systemd
             .start(self.unit, JOB_LIMIT)
             .await
