@@ -1,10 +1,12 @@
-//! Rereading the configuration while the agent waits: SIGHUP, or file events in the
-//! configuration directories and the token file's directory. A dead bootstrap token is
-//! only fixed by the operator dropping in a new one; the agent notices without a restart.
+//! Noticing a changed configuration while the agent waits: file events in the
+//! configuration directories and in the directories of the token and certificate-key
+//! files (inotify), or SIGHUP. A fix dropped in (a new token, a corrected fragment) is
+//! picked up at once, without a restart.
 
-use crate::config::{self, Settings, TokenSource};
+use crate::config::{self, ControlPlaneSettings, Settings, TokenSource};
 use crate::paths::{ConfigSource, Paths};
-use std::path::PathBuf;
+use futures_util::StreamExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -23,33 +25,77 @@ pub async fn reload_requested() {
         .await;
 }
 
-/// inotify on the directories that exist (missing ones are skipped, not created).
-fn watch_dirs(dirs: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
-    let inotify = inotify::Inotify::init().ok()?;
-    let mask = inotify::WatchMask::CREATE
-        | inotify::WatchMask::CLOSE_WRITE
-        | inotify::WatchMask::MOVED_TO
-        | inotify::WatchMask::DELETE
-        | inotify::WatchMask::ATTRIB;
-    for dir in dirs.iter().filter(|d| d.is_dir()) {
-        let _ = inotify.watches().add(dir, mask);
-    }
-    inotify.into_event_stream(vec![0u8; 4096]).ok()
+/// Editors and configuration management may write where no watch reaches (a directory
+/// created after the watch began, a bind mount): look anyway, this seldom.
+const SAFETY_LOOK: Duration = Duration::from_secs(30);
+
+/// Watches the configuration the agent runs with for changes.
+pub struct ConfigWatch<'a> {
+    paths: &'a Paths,
+    current: &'a Settings,
+    events: Option<inotify::EventStream<Vec<u8>>>,
+    last_error: String,
 }
 
-async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
-    use futures_util::StreamExt;
-    match events {
-        Some(stream) => {
-            let _ = stream.next().await;
+impl<'a> ConfigWatch<'a> {
+    /// Starts watching every place `current` was read from.
+    pub fn new(paths: &'a Paths, current: &'a Settings) -> Self {
+        Self {
+            paths,
+            current,
+            events: watch_dirs(&watched_dirs(paths, current)),
+            last_error: String::new(),
         }
-        None => std::future::pending().await,
+    }
+
+    /// Resolves with the new settings once the configuration changed and is valid, or
+    /// with `None` at a SIGHUP that changed nothing (a request to look again now). An
+    /// invalid change is reported once and waited past: the agent keeps what it has.
+    pub async fn next(&mut self) -> Option<Box<Settings>> {
+        loop {
+            let signalled = tokio::select! {
+                _ = next_event(&mut self.events) => false,
+                _ = reload_requested() => true,
+                _ = tokio::time::sleep(SAFETY_LOOK) => false,
+            };
+            if signalled {
+                info!("SIGHUP: rereading the configuration");
+            }
+            match config::load(self.paths) {
+                Ok(fresh) if !same(self.current, &fresh) => return Some(Box::new(fresh)),
+                Ok(_) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != self.last_error {
+                        warn!(
+                            failure = "config-invalid",
+                            "the changed configuration is not valid, still using the one loaded before: {text}"
+                        );
+                        self.last_error = text;
+                    }
+                }
+            }
+            if signalled {
+                return None;
+            }
+        }
     }
 }
 
-/// Returns once the configuration names a different token than the dead one.
-pub async fn wait_for_new_token(paths: &Paths, s: &Settings) {
-    let dead = s.join.token.clone();
+/// The same files with the same content, the same token and certificate key.
+pub fn same(a: &Settings, b: &Settings) -> bool {
+    let key = |s: &Settings| {
+        s.join
+            .control_plane
+            .as_ref()
+            .map(|c: &ControlPlaneSettings| c.certificate_key.clone())
+    };
+    a.fingerprint == b.fingerprint && a.join.token == b.join.token && key(a) == key(b)
+}
+
+/// The configuration directories, and the directories of the files holding secrets;
+/// a directory that does not exist yet is watched through its parent.
+fn watched_dirs(paths: &Paths, s: &Settings) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = paths
         .config_sources()
         .into_iter()
@@ -58,39 +104,159 @@ pub async fn wait_for_new_token(paths: &Paths, s: &Settings) {
             ConfigSource::File(f) => f.parent().map(PathBuf::from).unwrap_or(f),
         })
         .collect();
-    if let TokenSource::File(file) = &s.join.token_source
-        && let Some(parent) = paths.resolve(file).parent()
-    {
-        dirs.push(parent.to_path_buf());
+    if let TokenSource::File(file) = &s.join.token_source {
+        dirs.extend(paths.resolve(file).parent().map(Path::to_path_buf));
     }
-    let mut events = watch_dirs(&dirs);
-    let mut last_error = String::new();
+    if let Some(cp) = &s.join.control_plane {
+        dirs.extend(
+            paths
+                .resolve(&cp.certificate_key_file)
+                .parent()
+                .map(Path::to_path_buf),
+        );
+    }
+    let mut existing = Vec::new();
+    for dir in dirs {
+        let dir = if dir.is_dir() {
+            dir
+        } else {
+            match dir.parent() {
+                Some(parent) if parent.is_dir() => parent.to_path_buf(),
+                _ => continue,
+            }
+        };
+        if !existing.contains(&dir) {
+            existing.push(dir);
+        }
+    }
+    existing
+}
+
+/// inotify on `dirs` (all of which exist); `None` when inotify is unavailable.
+fn watch_dirs(dirs: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
+    let inotify = inotify::Inotify::init().ok()?;
+    let mask = inotify::WatchMask::CREATE
+        | inotify::WatchMask::CLOSE_WRITE
+        | inotify::WatchMask::MOVED_TO
+        | inotify::WatchMask::DELETE
+        | inotify::WatchMask::ATTRIB;
+    for dir in dirs {
+        let _ = inotify.watches().add(dir, mask);
+    }
+    inotify.into_event_stream(vec![0u8; 4096]).ok()
+}
+
+/// Waits for a file event, then lets a burst (an editor's write, rename and chmod)
+/// settle, so one change is read once and whole.
+async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
+    let Some(stream) = events else {
+        return std::future::pending().await;
+    };
+    let _ = stream.next().await;
+    let settle = tokio::time::sleep(Duration::from_millis(20));
+    tokio::pin!(settle);
     loop {
         tokio::select! {
-            _ = next_event(&mut events) => {}
-            _ = reload_requested() => info!("SIGHUP: rereading the configuration"),
-            // Editors and config management may write where no watch reaches.
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = &mut settle => return,
+            _ = stream.next() => {}
         }
-        match config::load(paths) {
-            Ok(fresh) if fresh.join.token != dead => {
-                info!(
-                    "a new bootstrap token (id \"{}\") is configured: joining again",
-                    fresh.join.token.id()
-                );
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let text = e.to_string();
-                if text != last_error {
-                    warn!(
-                        failure = "config-invalid",
-                        "the changed configuration is not valid, still waiting: {text}"
-                    );
-                    last_error = text;
-                }
-            }
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    fn node() -> (tempfile::TempDir, Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        write_private(
+            &paths.at("/etc/kube-join-agent/config.d/50-join.toml"),
+            &format!(
+                "[join]\napi_server = \"10.0.0.10:6443\"\ntoken_file = \"/etc/kube-join-agent/token\"\nca_cert_hashes = [\"{PIN}\"]\nnode_name = \"n1\"\n"
+            ),
+        );
+        write_private(
+            &paths.at("/etc/kube-join-agent/token"),
+            "abcdef.0123456789abcdef\n",
+        );
+        (dir, paths)
+    }
+
+    #[tokio::test]
+    async fn a_new_token_file_is_seen_at_once() {
+        let (_dir, paths) = node();
+        let current = config::load(&paths).unwrap();
+        let mut watch = ConfigWatch::new(&paths, &current);
+        let writer = paths.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Unchanged content first: not a change.
+            write_private(
+                &writer.at("/etc/kube-join-agent/token"),
+                "abcdef.0123456789abcdef\n",
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            write_private(
+                &writer.at("/etc/kube-join-agent/token"),
+                "ghijkl.ghijklmnopqrstuv\n",
+            );
+        });
+        let started = std::time::Instant::now();
+        let fresh = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the change was seen")
+            .expect("a change, not a SIGHUP");
+        assert_eq!(fresh.join.token.id(), "ghijkl");
+        assert!(
+            started.elapsed() < SAFETY_LOOK,
+            "seen by the safety look only"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_change_is_waited_past_and_a_valid_one_taken() {
+        let (_dir, paths) = node();
+        let current = config::load(&paths).unwrap();
+        let mut watch = ConfigWatch::new(&paths, &current);
+        let writer = paths.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            write_private(
+                &writer.at("/etc/kube-join-agent/config.d/60-bad.toml"),
+                "[join]\nnode_name = \"Not Valid\"\n",
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            write_private(
+                &writer.at("/etc/kube-join-agent/config.d/60-bad.toml"),
+                "[join]\nnode_name = \"n2\"\n",
+            );
+        });
+        let fresh = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the change was seen")
+            .expect("a change");
+        assert_eq!(fresh.join.node_name, "n2");
+    }
+
+    #[tokio::test]
+    async fn sighup_without_a_change_asks_for_a_look() {
+        let (_dir, paths) = node();
+        let current = config::load(&paths).unwrap();
+        let mut watch = ConfigWatch::new(&paths, &current);
+        request_reload();
+        let woke = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("SIGHUP woke the watch");
+        assert!(woke.is_none());
     }
 }

@@ -3,7 +3,8 @@
 //! signature or the pin establishes is final; a starting API server's answers are
 //! waited out until `timeouts.discovery`.
 
-use super::{Agent, Phase};
+use super::wait::Pace;
+use super::{Agent, Phase, Stop};
 use crate::discovery::{self, ClusterInfo, DiscoveryError};
 use crate::failure::Failure;
 use crate::pki;
@@ -18,7 +19,7 @@ const TOKEN_SIGNATURE_GRACE: Duration = Duration::from_secs(60);
 
 impl Agent {
     /// cluster-info fetched, the token's signature verified, the CA pinned.
-    pub(super) async fn discovery(&self) -> Result<ClusterInfo, Failure> {
+    pub(super) async fn discovery(&self) -> Result<ClusterInfo, Stop> {
         let s = &self.settings;
         self.enter(
             Phase::Discovery,
@@ -27,8 +28,14 @@ impl Agent {
         let started = Instant::now();
         let mut warned_token = false;
         let mut last_seen = String::new();
-        let mut pause = Duration::from_secs(1);
-        loop {
+        // Every 0.5 s while a token created moments ago may get its signature or a
+        // starting API server its RBAC policy, then backing off to kubeadm's 5 s.
+        let pace = Pace::steady_then_doubling(
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        );
+        self.wait_until(pace, &[], async || {
             match discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await {
                 Ok(info) => {
                     if s.join.ca_pins.is_empty() {
@@ -54,40 +61,40 @@ impl Agent {
                         "cluster-info verified: token signature valid, CA {} pinned",
                         pins.join(", ")
                     );
-                    return Ok(info);
+                    Some(Ok(info))
                 }
                 Err(DiscoveryError::TokenUnknown { token_id }) => {
                     if started.elapsed() >= TOKEN_SIGNATURE_GRACE.min(s.timeouts.discovery) {
-                        return Err(Failure::TokenInvalid {
+                        return Some(Err(Failure::TokenInvalid {
                             token_id,
                             source_name: s.join.token_source.to_string(),
-                        });
+                        }));
                     }
                     if !warned_token {
                         warn!(
-                            "cluster-info has no signature for token id \"{token_id}\" yet: the token is unknown, expired, or was created moments ago; retrying for up to {}s",
+                            "cluster-info has no signature for token id \"{token_id}\": the token is unknown, expired, or was created moments ago (the controller manager signs a new one within seconds); create one with `kubeadm token create` on a control plane and write it to {}; looking again for up to {}s",
+                            s.join.token_source,
                             TOKEN_SIGNATURE_GRACE.as_secs()
                         );
                         warned_token = true;
                     }
+                    None
                 }
                 // Established by the token's signature or the pin: no retry changes it.
                 Err(e @ DiscoveryError::CaPinMismatch { .. }) => {
-                    return Err(Failure::CaPinMismatch {
+                    Some(Err(Failure::CaPinMismatch {
                         detail: e.to_string(),
-                    });
+                    }))
                 }
-                Err(e) if e.is_verified() => {
-                    return Err(Failure::ClusterInfoInvalid {
-                        detail: e.to_string(),
-                    });
-                }
+                Err(e) if e.is_verified() => Some(Err(Failure::ClusterInfoInvalid {
+                    detail: e.to_string(),
+                })),
                 // Anything else may be a starting API server, or anyone on the path:
                 // waited out until timeouts.discovery, then named as what it is.
                 Err(e) => {
                     let waited = started.elapsed();
                     if waited >= s.timeouts.discovery {
-                        return Err(if e.is_outage() {
+                        return Some(Err(if e.is_outage() {
                             Failure::ApiServerUnreachable {
                                 detail: e.to_string(),
                                 port: s.join.api_server.port,
@@ -99,7 +106,7 @@ impl Agent {
                                     humantime::format_duration(s.timeouts.discovery)
                                 ),
                             }
-                        });
+                        }));
                     }
                     let text = e.to_string();
                     if text != last_seen {
@@ -113,10 +120,10 @@ impl Agent {
                         telemetry::notify_status(&format!("discovery: waiting: {text}"));
                         last_seen = text;
                     }
+                    None
                 }
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
+        })
+        .await
     }
 }

@@ -31,6 +31,7 @@ mod preflight;
 mod serve;
 mod tls_bootstrap;
 mod verify;
+mod wait;
 
 pub use load_config::run;
 pub use phase::{Exit, Phase};
@@ -53,6 +54,20 @@ pub struct Agent {
     ready_sent: Mutex<bool>,
 }
 
+/// How an attempt ends without a join.
+enum Stop {
+    /// A phase failed: the failure policy (policy.rs) decides what next.
+    Failed(Failure),
+    /// The configuration changed while a phase waited: start over with it.
+    Reconfigured(Box<Settings>),
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Stop::Failed(failure)
+    }
+}
+
 /// A completed join.
 struct Joined {
     creds: KubeletCredentials,
@@ -68,12 +83,17 @@ impl Agent {
                 tracing::info_span!("attempt", attempt, node_name = %self.settings.join.node_name);
             match self.attempt().instrument(span.clone()).await {
                 Ok(joined) => return self.serve(joined).instrument(span).await,
-                Err(failure) => {
+                Err(Stop::Failed(failure)) => {
                     if let Some(exit) = self.after_failure(failure, attempt).instrument(span).await
                     {
                         return exit;
                     }
                 }
+                Err(Stop::Reconfigured(settings)) => tracing::info!(
+                    "the configuration changed while waiting ({} file(s), token id \"{}\"): starting over with it",
+                    settings.files.len(),
+                    settings.join.token.id()
+                ),
             }
             if let Err(exit) = self.reload_settings() {
                 return exit;
@@ -82,9 +102,9 @@ impl Agent {
     }
 
     /// One attempt at the runbook; each phase hands the next what it established.
-    async fn attempt(&self) -> Result<Joined, Failure> {
+    async fn attempt(&self) -> Result<Joined, Stop> {
         if let Some(joined) = self.already_joined()? {
-            return self.start_joined(joined).await;
+            return Ok(self.start_joined(joined).await?);
         }
         self.gate_kubelet().await?;
         let version = self.preflight().await?;
@@ -92,10 +112,10 @@ impl Agent {
         self.settle_node_name(&cluster).await?;
         self.join(version, &cluster).await?;
         let creds = self.tls_bootstrap(&cluster).await?;
-        self.verify(Joined {
+        let joined = Joined {
             creds,
             ca: cluster.ca,
-        })
-        .await
+        };
+        Ok(self.verify(joined).await?)
     }
 }

@@ -4,7 +4,8 @@
 //! and waits for a lingering Ready Node to go NotReady instead of letting kubeadm fail
 //! and leave files behind.
 
-use super::Agent;
+use super::wait::Pace;
+use super::{Agent, Stop};
 use crate::apiserver::ApiClient;
 use crate::discovery::ClusterInfo;
 use crate::failure::Failure;
@@ -15,13 +16,15 @@ use tracing::{info, warn};
 
 /// The journal phase these lines belong to.
 const PHASE: &str = "discovery";
+/// How often a Ready Node with this name is looked at again.
+const RECHECK: Duration = Duration::from_secs(5);
 
 /// kubeadm refuses a name held by a Ready Node. A reset machine's old Node turns
 /// NotReady within about 40 s (node lease), so wait for that rather than fail; a
 /// Node that stays Ready is a live machine, and deleting it would be wrong.
 impl Agent {
     /// Waits, before kubeadm runs, until no Ready Node holds this node's name.
-    pub(super) async fn settle_node_name(&self, cluster: &ClusterInfo) -> Result<(), Failure> {
+    pub(super) async fn settle_node_name(&self, cluster: &ClusterInfo) -> Result<(), Stop> {
         let (paths, s) = (&self.paths, &self.settings);
         let name = &s.join.node_name;
         let client = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
@@ -33,9 +36,11 @@ impl Agent {
         };
         let started = Instant::now();
         let mut reported = false;
-        loop {
+        // Looks every 5 s (a reset machine's Node turns NotReady within about 40 s); a
+        // new node name or token dropped in ends the wait at once.
+        self.wait_until(Pace::doubling(RECHECK, RECHECK), &[], async || {
             match client.node(name).await {
-                Ok(None) => return Ok(()),
+                Ok(None) => Some(Ok(())),
                 Ok(Some(node)) if node.ready != "True" => {
                     info!(
                         phase = PHASE,
@@ -61,14 +66,14 @@ impl Agent {
                             ),
                         }
                     }
-                    return Ok(());
+                    Some(Ok(()))
                 }
                 Ok(Some(node)) => {
                     if started.elapsed() >= s.join.node_conflict_wait {
-                        return Err(Failure::NodeNameTaken {
+                        return Some(Err(Failure::NodeNameTaken {
                             node: name.clone(),
                             waited: s.join.node_conflict_wait,
-                        });
+                        }));
                     }
                     if !reported {
                         warn!(
@@ -86,13 +91,14 @@ impl Agent {
                         ));
                         reported = true;
                     }
+                    None
                 }
                 Err(e) => {
                     warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
-                    return Ok(());
+                    Some(Ok(()))
                 }
             }
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
+        })
+        .await
     }
 }

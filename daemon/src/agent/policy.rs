@@ -6,7 +6,7 @@ use super::{Agent, Exit};
 use crate::backoff;
 use crate::failure::{Failure, Policy};
 use crate::kubeadm::{self, Limits};
-use crate::reload;
+use crate::reload::ConfigWatch;
 use crate::telemetry;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -80,15 +80,13 @@ impl Agent {
                     delay.as_secs(),
                     failure.class()
                 ));
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = reload::reload_requested() => info!("SIGHUP: retrying now"),
-                }
+                // A changed configuration or SIGHUP retries at once.
+                self.pause(delay).await;
                 None
             }
             Policy::WaitForNewToken => {
                 telemetry::notify_status(&format!("waiting for a new bootstrap token: {failure}"));
-                reload::wait_for_new_token(&self.paths, &self.settings).await;
+                self.wait_for_new_configuration().await;
                 None
             }
         }
@@ -111,5 +109,12 @@ impl Agent {
             });
         }
         Ok(())
+    }
+
+    /// Returns once the configuration changed (a new token, most likely).
+    async fn wait_for_new_configuration(&self) {
+        let mut watch = ConfigWatch::new(&self.paths, &self.settings);
+        while watch.next().await.is_none() {}
+        info!("the configuration changed: joining again");
     }
 }

@@ -2,7 +2,8 @@
 //! unit flags, then the checks worth waiting for: the container runtime over CRI and
 //! the API server's DNS name and port.
 
-use super::{Agent, Phase};
+use super::wait::Pace;
+use super::{Agent, Phase, Stop};
 use crate::failure::Failure;
 use crate::kubeadm::{self, KubeadmVersion};
 use crate::preflight::{self, Verdict};
@@ -14,13 +15,14 @@ use tracing::{info, warn};
 
 /// The runtime's unit, restarted by the optional remediation.
 const CONTAINERD_UNIT: &str = "containerd.service";
-/// Transient waits inside a phase poll at this pace, at most.
-const MAX_POLL: Duration = Duration::from_secs(10);
+/// The runtime and the API server are looked at again this often, at most: both are
+/// cheap to ask, and a node should go on the moment they are up.
+const MAX_POLL: Duration = Duration::from_secs(2);
 
 impl Agent {
     /// Host, kernel, kubeadm, kubelet's flags, then the waitable checks (runtime, API
     /// server); returns kubeadm's version.
-    pub(super) async fn preflight(&self) -> Result<KubeadmVersion, Failure> {
+    pub(super) async fn preflight(&self) -> Result<KubeadmVersion, Stop> {
         let s = &self.settings;
         self.enter(
             Phase::Preflight,
@@ -30,7 +32,7 @@ impl Agent {
             log_finding(&finding);
         }
         if let Some(f) = preflight::first_failure(&preflight::static_checks(&self.paths, s)) {
-            return Err(failure_of(f));
+            return Err(failure_of(f).into());
         }
         let version = kubeadm::query_version(&s.kubeadm_path).await?;
         info!(
@@ -44,21 +46,23 @@ impl Agent {
         {
             log_finding(&finding);
             if matches!(finding.verdict, Verdict::Fail { .. }) {
-                return Err(failure_of(&finding));
+                return Err(failure_of(&finding).into());
             }
         }
 
         // Waitable checks: the runtime and the API server may simply not be up yet.
         let started = Instant::now();
         let mut restarted_containerd = false;
-        let mut pause = Duration::from_secs(1);
         let mut last_reported = String::new();
-        loop {
+        // Looked at again every 0.5-2 s, and at once when the runtime's socket appears.
+        let pace = Pace::doubling(Duration::from_millis(500), MAX_POLL);
+        let socket = [self.paths.resolve(&s.containerd_socket)];
+        self.wait_until(pace, &socket, async || {
             let mut findings = vec![preflight::runtime::check(&s.containerd_socket).await];
             findings.extend(preflight::network::check(&s.join.api_server).await);
             let findings = preflight::downgrade(findings, &s.preflight.warn_only);
             if let Some(f) = preflight::first_failure(&findings) {
-                return Err(failure_of(f));
+                return Some(Err(failure_of(f)));
             }
             let waiting: Vec<_> = findings
                 .iter()
@@ -66,7 +70,7 @@ impl Agent {
                 .collect();
             if waiting.is_empty() {
                 findings.iter().for_each(log_finding);
-                return Ok(version);
+                return Some(Ok(()));
             }
             let waited = started.elapsed();
             for f in &waiting {
@@ -97,16 +101,16 @@ impl Agent {
                     }
                 }
                 if f.check == "container-runtime" && waited >= s.containerd_ready_timeout {
-                    return Err(Failure::ContainerdNotReady {
+                    return Some(Err(Failure::ContainerdNotReady {
                         detail: why.clone(),
                         waited,
-                    });
+                    }));
                 }
                 if f.check != "container-runtime" && waited >= s.timeouts.discovery {
-                    return Err(Failure::ApiServerUnreachable {
+                    return Some(Err(Failure::ApiServerUnreachable {
                         detail: why.clone(),
                         port: s.join.api_server.port,
-                    });
+                    }));
                 }
             }
             let summary = waiting
@@ -119,9 +123,10 @@ impl Agent {
                 telemetry::notify_status(&format!("preflight: waiting: {summary}"));
                 last_reported = summary;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_POLL);
-        }
+            None
+        })
+        .await?;
+        Ok(version)
     }
 
     /// kubelet must be started with a kubeconfig (kubeadm's drop-in passes

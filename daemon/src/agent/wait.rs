@@ -1,0 +1,132 @@
+//! One way to wait, for every phase: look, and look again at a pace, or at once when a
+//! watched file changes, until the look finds what it waits for (or gives up: the look
+//! decides its own deadlines), or the configuration changes, or SIGHUP asks for a look
+//! now. A fix dropped in while the agent waits (a new token, a corrected fragment) ends
+//! any wait within moments: the attempt starts over with it.
+
+use super::{Agent, Stop};
+use crate::failure::Failure;
+use crate::reload::ConfigWatch;
+use futures_util::StreamExt;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often to look again: `first` for `steady`, then doubling up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    next: Duration,
+    max: Duration,
+    steady_until: Instant,
+}
+
+impl Pace {
+    /// `first`, doubling up to `max`.
+    pub(super) fn doubling(first: Duration, max: Duration) -> Self {
+        Self::steady_then_doubling(first, Duration::ZERO, max)
+    }
+
+    /// `first` for `steady` (a change expected within seconds), then doubling to `max`.
+    pub(super) fn steady_then_doubling(first: Duration, steady: Duration, max: Duration) -> Self {
+        Self {
+            next: first,
+            max,
+            steady_until: Instant::now() + steady,
+        }
+    }
+
+    /// The pause before the next look.
+    fn advance(&mut self) -> Duration {
+        let pause = self.next;
+        if Instant::now() >= self.steady_until {
+            self.next = (self.next * 2).min(self.max);
+        }
+        pause
+    }
+}
+
+impl Agent {
+    /// Calls `look` now and again until it returns `Some`: after each pause of `pace`, at
+    /// once after a file event in `watch` (directories that exist), and at SIGHUP. A
+    /// changed, valid configuration ends the wait with [`Stop::Reconfigured`].
+    pub(super) async fn wait_until<T>(
+        &self,
+        mut pace: Pace,
+        watch: &[PathBuf],
+        mut look: impl AsyncFnMut() -> Option<Result<T, Failure>>,
+    ) -> Result<T, Stop> {
+        let mut config = ConfigWatch::new(&self.paths, &self.settings);
+        let mut files = watch_dirs(watch);
+        loop {
+            if let Some(result) = look().await {
+                return result.map_err(Stop::Failed);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pace.advance()) => {}
+                _ = next_event(&mut files) => {}
+                changed = config.next() => {
+                    if let Some(settings) = changed {
+                        return Err(Stop::Reconfigured(settings));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps `pause`, cut short by a changed configuration or SIGHUP.
+    pub(super) async fn pause(&self, pause: Duration) {
+        let mut config = ConfigWatch::new(&self.paths, &self.settings);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = config.next() => {}
+        }
+    }
+}
+
+/// The nearest existing directory of each of `paths` (a socket's directory may appear
+/// only when its daemon starts), watched for entries created, written or removed.
+pub(super) fn watch_dirs(paths: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
+    if paths.is_empty() {
+        return None;
+    }
+    let inotify = inotify::Inotify::init().ok()?;
+    let mask = inotify::WatchMask::CREATE
+        | inotify::WatchMask::CLOSE_WRITE
+        | inotify::WatchMask::MOVED_TO
+        | inotify::WatchMask::DELETE;
+    for path in paths {
+        if let Some(dir) = path.ancestors().find(|d| d.is_dir()) {
+            let _ = inotify.watches().add(dir, mask);
+        }
+    }
+    inotify.into_event_stream(vec![0u8; 4096]).ok()
+}
+
+pub(super) async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
+    match events {
+        Some(stream) => {
+            if stream.next().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_holds_then_doubles_to_its_cap() {
+        let mut pace = Pace::doubling(Duration::from_millis(500), Duration::from_secs(2));
+        let pauses: Vec<_> = (0..4).map(|_| pace.advance().as_millis()).collect();
+        assert_eq!(pauses, [500, 1000, 2000, 2000]);
+        let mut steady = Pace::steady_then_doubling(
+            Duration::from_millis(500),
+            Duration::from_secs(3600),
+            Duration::from_secs(5),
+        );
+        assert!((0..5).all(|_| steady.advance() == Duration::from_millis(500)));
+    }
+}
