@@ -59,6 +59,10 @@ pub fn require_root() -> anyhow::Result<()> {
 /// directories or network namespaces.
 pub fn node_name(test_name: &str) -> String {
     let prefix = std::env::var("KJA_E2E_NAME_PREFIX").unwrap_or_default();
+    prefixed_node_name(&prefix, test_name)
+}
+
+fn prefixed_node_name(prefix: &str, test_name: &str) -> String {
     let mut name: String = format!("{prefix}{test_name}")
         .chars()
         .map(|c| match c {
@@ -75,8 +79,10 @@ pub fn node_name(test_name: &str) -> String {
 mod tests {
     #[test]
     fn node_names_are_dns_labels() {
-        assert_eq!(super::node_name("fresh_node_joins"), "fresh-node-joins");
-        assert_eq!(super::node_name("Second::Boot_"), "second--boot");
-        assert!(super::node_name(&"x".repeat(80)).len() <= 40);
+        let name = |test| super::prefixed_node_name("", test);
+        assert_eq!(name("fresh_node_joins"), "fresh-node-joins");
+        assert_eq!(name("Second::Boot_"), "second--boot");
+        assert!(name(&"x".repeat(80)).len() <= 40);
+        assert_eq!(super::prefixed_node_name("m-", "a_b"), "m-a-b");
     }
 }
