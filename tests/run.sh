@@ -23,6 +23,9 @@ cargo test --workspace --exclude kja-e2e --locked
 step "packages: .deb and .rpm into target/packages/ (release build; tests/e2e/tests/packages.rs installs them)"
 bash packaging/build.sh
 
+step "real Kubernetes v1.20.2 for the real tier (cached; the first build takes 16-30 min)"
+tests/real/build-kubernetes.sh
+
 step "end-to-end scenarios in systemd-nspawn nodes"
 if [ "$(id -u)" -ne 0 ]; then
   echo "the end-to-end scenarios boot systemd-nspawn nodes and need root" >&2

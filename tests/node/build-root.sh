@@ -10,6 +10,10 @@ cache=${KJA_NODE_CACHE:-/var/cache/kube-join-agent}
 # python3-cffi-backend-api-*). man-db: `systemd-analyze verify` runs man(1) for the
 # unit's Documentation=man:kube-join-agent(8).
 packages=systemd,systemd-sysv,dbus,containerd,runc,iproute2,procps,ca-certificates,cloud-init,python3-cffi-backend,man-db
+# What real kubeadm 1.20's preflight looks for on a node, and the CNI plugins (in
+# /usr/lib/cni, where Debian's containerd looks) behind the real tier's bridge config
+# (tests/real/README.md).
+packages=$packages,conntrack,iptables,ebtables,ethtool,socat,containernetworking-plugins
 key=$(sha256sum "$0" | cut -c1-12)
 root=$cache/bookworm-$key
 

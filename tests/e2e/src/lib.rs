@@ -32,6 +32,7 @@ pub mod netns;
 pub mod node;
 pub mod package;
 pub mod paths;
+pub mod real;
 pub mod scenario;
 pub mod wait;
 

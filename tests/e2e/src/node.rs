@@ -50,6 +50,9 @@ pub struct NodeSpec {
     pub poweroff_timeout: Duration,
     /// Extra `systemd-nspawn` arguments (for example `--bind-ro=...`).
     pub extra_nspawn_args: Vec<String>,
+    /// What a real kubelet needs from nspawn (the real-Kubernetes tier): see
+    /// `crate::real::node_image::nspawn_args`.
+    pub real_kubelet: bool,
 }
 
 impl NodeSpec {
@@ -63,6 +66,7 @@ impl NodeSpec {
             running_timeout: Duration::from_secs(90),
             poweroff_timeout: Duration::from_secs(30),
             extra_nspawn_args: Vec::new(),
+            real_kubelet: false,
         }
     }
 }
@@ -310,6 +314,9 @@ impl Node {
             // The journal stays inside the node (never linked into the host's /var/log/journal).
             "--link-journal=no".into(),
         ];
+        if self.spec.real_kubelet {
+            args.extend(crate::real::node_image::nspawn_args());
+        }
         args.extend(self.spec.extra_nspawn_args.iter().map(OsString::from));
         args
     }
@@ -331,6 +338,9 @@ impl Node {
                 open(&procs, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
                     .with_context(|| format!("opening {}", procs.display()))?,
             );
+        }
+        if self.spec.real_kubelet {
+            crate::real::node_image::prepare_root(&self.merged)?;
         }
         let boot_no = lock(&self.boots).len() + 1;
         let mut console = fs::OpenOptions::new()
