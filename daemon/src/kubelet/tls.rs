@@ -35,6 +35,11 @@ pub enum KubeletConfProblem {
     /// It is there but not usable.
     #[error("{0}")]
     Invalid(String),
+    /// It names a client certificate file that does not exist: while the kubelet waits
+    /// for its CSR (kubelet writes kubelet.conf first when it rotates certificates), or
+    /// after the certificate was deleted (seed 004: the kubelet runs anonymous).
+    #[error("{0}")]
+    NoCertificate(String),
 }
 
 /// Checks kubelet.conf and the certificate it points to against `ca`.
@@ -61,11 +66,16 @@ pub fn check_kubelet_conf(
             // The kubelet's symlink points at a dated file; a dangling link is the
             // seed-004 state (certificate deleted, kubelet falls back to anonymous).
             let bytes = std::fs::read(&real).map_err(|e| {
-                KubeletConfProblem::Invalid(format!(
+                let why = format!(
                     "{}: client certificate {} cannot be read: {e}",
                     conf.display(),
                     file.display()
-                ))
+                );
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    KubeletConfProblem::NoCertificate(why)
+                } else {
+                    KubeletConfProblem::Invalid(why)
+                }
             })?;
             (bytes, file.display().to_string())
         }
@@ -292,7 +302,7 @@ mod tests {
         )
         .unwrap();
         match check_kubelet_conf(&paths, std::slice::from_ref(&ca.der), "worker-1") {
-            Err(KubeletConfProblem::Invalid(why)) => assert!(
+            Err(KubeletConfProblem::NoCertificate(why)) => assert!(
                 why.contains("kubelet-client-current.pem cannot be read"),
                 "{why}"
             ),
