@@ -23,7 +23,7 @@
 //! `[etcd] learner_sync_timeout`. Any other failure of that phase removes this node's
 //! learner first, so the next attempt does not trip over it.
 
-use crate::config::Settings;
+use crate::config::{Registration, Settings};
 use crate::etcd::checks::{self, EtcdFinding};
 use crate::etcd::progress::{Progress, Seen, Tracker};
 use crate::etcd::{Client, EtcdError, TlsFiles, client as etcd_client, learner, members};
@@ -109,13 +109,32 @@ fn step(message: &str) {
     info!(phase = "join", "control-plane join: {message}");
 }
 
-/// `kubeadm join phase <names...> --config F`.
-fn phase_args(names: &[&str], config: &Path) -> Vec<String> {
+/// `kubeadm join phase <names...> --config F`, with `--ignore-preflight-errors=all`
+/// for the preflight phase when so configured.
+fn phase_args(reg: &Registration, names: &[&str], config: &Path) -> Vec<String> {
     let mut args = vec!["join".to_string(), "phase".to_string()];
     args.extend(names.iter().map(|n| n.to_string()));
     args.push("--config".into());
     args.push(config.display().to_string());
+    args.extend(kubeadm::extra_flags(reg, names.first().copied()));
     args
+}
+
+/// Whether `join.skip_phases` skips the phase `names` runs (its name as kubeadm's
+/// skipPhases writes it: "control-plane-join/etcd"); a skipped phase is said so.
+fn skipped(s: &Settings, names: &[&str]) -> bool {
+    let name = match names {
+        [phase, "all"] | [phase] => phase.to_string(),
+        [phase, sub, ..] => format!("{phase}/{sub}"),
+        [] => return false,
+    };
+    let skip = s.join.registration.skips(&name);
+    if skip {
+        step(&format!(
+            "skipping kubeadm's {name} phase (join.skip_phases)"
+        ));
+    }
+    skip
 }
 
 /// Runs the control-plane join.
@@ -148,11 +167,20 @@ pub async fn join(
     let config = job.config_path;
 
     step("kubeadm preflight (control-plane checks included)");
-    kubeadm(phase_args(&["preflight"], config)).await?;
+    if !skipped(s, &["preflight"]) {
+        kubeadm(phase_args(&s.join.registration, &["preflight"], config)).await?;
+    }
     step(
         "kubeadm control-plane-prepare: certificates (downloaded with the certificate key), kubeconfigs, static pod manifests",
     );
-    kubeadm(phase_args(&["control-plane-prepare", "all"], config)).await?;
+    if !skipped(s, &["control-plane-prepare", "all"]) {
+        kubeadm(phase_args(
+            &s.join.registration,
+            &["control-plane-prepare", "all"],
+            config,
+        ))
+        .await?;
+    }
 
     let client = Client::from_files(&TlsFiles::kubeadm(job.paths)).map_err(|e| Failure::Local {
         detail: format!("the etcd client certificate kubeadm's control-plane-prepare should have written is not usable: {e}"),
@@ -160,37 +188,58 @@ pub async fn join(
     let endpoints = check_etcd(s, &client, &own).await?;
 
     step("kubeadm kubelet-start (the agent starts kubelet when its files are valid)");
-    kubeadm(phase_args(&["kubelet-start"], config)).await?;
+    if !skipped(s, &["kubelet-start"]) {
+        kubeadm(phase_args(&s.join.registration, &["kubelet-start"], config)).await?;
+    }
 
     step(&format!(
         "kubeadm control-plane-join etcd: adding this node ({}) as an etcd learner, then promoting it",
         own.peer_url
     ));
-    etcd_phase(
-        s,
-        &client,
-        &endpoints,
-        &own,
-        plan,
-        job.paths,
-        config,
-        &mut kubeadm,
-    )
-    .await?;
+    if !skipped(s, &["control-plane-join", "etcd"]) {
+        etcd_phase(
+            s,
+            &client,
+            &endpoints,
+            &own,
+            plan,
+            job.paths,
+            config,
+            &mut kubeadm,
+        )
+        .await?;
+    }
 
     if plan.update_status {
         step("kubeadm control-plane-join update-status");
-        kubeadm(phase_args(&["control-plane-join", "update-status"], config)).await?;
+        if !skipped(s, &["control-plane-join", "update-status"]) {
+            kubeadm(phase_args(
+                &s.join.registration,
+                &["control-plane-join", "update-status"],
+                config,
+            ))
+            .await?;
+        }
     }
     step("kubeadm control-plane-join mark-control-plane: control-plane label and taint");
-    kubeadm(phase_args(
-        &["control-plane-join", "mark-control-plane"],
-        config,
-    ))
-    .await?;
+    if !skipped(s, &["control-plane-join", "mark-control-plane"]) {
+        kubeadm(phase_args(
+            &s.join.registration,
+            &["control-plane-join", "mark-control-plane"],
+            config,
+        ))
+        .await?;
+    }
     if plan.wait_control_plane {
         step("kubeadm wait-control-plane");
-        kubeadm(phase_args(&["wait-control-plane"], config)).await?;
+        if !skipped(s, &["wait-control-plane"]) {
+            kubeadm(phase_args(
+                &s.join.registration,
+                &["wait-control-plane"],
+                config,
+            ))
+            .await?;
+        }
     }
     step(&format!(
         "done; etcd member {} is a voting member",
@@ -334,7 +383,13 @@ async fn etcd_phase(
     let mut runs = 0u32;
     loop {
         runs += 1;
-        let failure = match kubeadm(phase_args(&["control-plane-join", "etcd"], config)).await {
+        let failure = match kubeadm(phase_args(
+            &s.join.registration,
+            &["control-plane-join", "etcd"],
+            config,
+        ))
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(f) => f,
         };
@@ -577,6 +632,7 @@ mod tests {
     fn phase_arguments_are_kubeadms() {
         assert_eq!(
             phase_args(
+                &Registration::default(),
                 &["control-plane-join", "etcd"],
                 Path::new("/run/kube-join-agent/join-config.yaml")
             ),

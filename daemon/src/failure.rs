@@ -38,6 +38,12 @@ pub enum Failure {
         /// kubeadm's message.
         detail: String,
     },
+    /// A configured setting this node's kubeadm cannot take.
+    #[error("{detail}; remove the setting or install a newer kubeadm")]
+    SettingUnsupported {
+        /// Which setting, and which kubeadm.
+        detail: String,
+    },
     /// kubeadm exited 2: its preflight checks failed.
     #[error("kubeadm preflight failed (exit 2): {}{}", checks.join(", "), if *leftovers { "; these are leftovers of an earlier attempt and are cleaned up with `kubeadm reset -f` before the next one" } else { "; fix these on the node (see the kubeadm lines above)" })]
     KubeadmPreflight {
@@ -193,7 +199,9 @@ impl Failure {
     pub fn class(&self) -> &'static str {
         match self {
             Failure::KubeadmMissing { .. } => "kubeadm-missing",
-            Failure::KubeadmConfigRejected { .. } => "config-invalid",
+            Failure::KubeadmConfigRejected { .. } | Failure::SettingUnsupported { .. } => {
+                "config-invalid"
+            }
             Failure::KubeadmPreflight { .. } | Failure::HostNotReady { .. } => "preflight-failed",
             Failure::TokenInvalid { .. } => "token-invalid",
             Failure::CaPinMismatch { .. } => "ca-pin-mismatch",
@@ -222,6 +230,7 @@ impl Failure {
         match self {
             Failure::KubeadmMissing { .. }
             | Failure::KubeadmConfigRejected { .. }
+            | Failure::SettingUnsupported { .. }
             | Failure::HostNotReady { .. }
             | Failure::NodeNameTaken { .. }
             | Failure::CaPinMismatch { .. }

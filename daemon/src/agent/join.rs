@@ -54,8 +54,12 @@ impl Agent {
                             advertise_address: cp.advertise_address,
                         }
                     }),
+                    registration: &s.join.registration,
                 },
-            );
+            )
+            .map_err(|e| Failure::SettingUnsupported {
+                detail: format!("{e}: this node's kubeadm is {version}"),
+            })?;
         let config_path = self.paths.join_config();
         kubeadm::write_private(&config_path, &yaml).map_err(|e| Failure::Local {
             detail: format!("writing {}: {e}", config_path.display()),
@@ -75,7 +79,8 @@ impl Agent {
             })
             .await
         } else {
-            let args = vec!["join".to_string(), "--config".to_string(), config];
+            let mut args = vec!["join".to_string(), "--config".to_string(), config];
+            args.extend(kubeadm::extra_flags(&s.join.registration, None));
             self.run_kubeadm(&args, Some(cluster)).await
         };
         // The file holds the token: keep it on disk no longer than kubeadm needs it.

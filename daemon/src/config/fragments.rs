@@ -4,6 +4,7 @@
 use super::ConfigError;
 use crate::paths::{ConfigSource, Paths};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +43,13 @@ struct JoinFragment {
     control_plane: Option<bool>,
     certificate_key_file: Option<PathBuf>,
     advertise_address: Option<String>,
+    ignore_preflight_errors: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    taints: Option<Vec<String>>,
+    kubelet_extra_args: Option<BTreeMap<String, String>>,
+    cri_socket: Option<String>,
+    patches: Option<PathBuf>,
+    skip_phases: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +127,13 @@ pub struct Merged {
     pub control_plane: Option<Sourced<bool>>,
     pub certificate_key_file: Option<Sourced<PathBuf>>,
     pub advertise_address: Option<Sourced<String>>,
+    pub ignore_preflight_errors: Option<Sourced<Vec<String>>>,
+    pub labels: Option<Sourced<BTreeMap<String, String>>>,
+    pub taints: Option<Sourced<Vec<String>>>,
+    pub kubelet_extra_args: Option<Sourced<BTreeMap<String, String>>>,
+    pub cri_socket: Option<Sourced<String>>,
+    pub patches: Option<Sourced<PathBuf>>,
+    pub skip_phases: Option<Sourced<Vec<String>>>,
     pub restart_when_not_ready: Option<Sourced<bool>>,
     pub restart_after: Option<Sourced<String>>,
     pub remove_stale_learners: Option<Sourced<bool>>,
@@ -181,6 +196,19 @@ impl Merged {
             take!(self.control_plane, j.control_plane, file);
             take!(self.certificate_key_file, j.certificate_key_file, file);
             take!(self.advertise_address, j.advertise_address, file);
+            // Tables and lists are replaced whole by a later file, never merged: what a
+            // file says is what the node gets.
+            take!(
+                self.ignore_preflight_errors,
+                j.ignore_preflight_errors,
+                file
+            );
+            take!(self.labels, j.labels, file);
+            take!(self.taints, j.taints, file);
+            take!(self.kubelet_extra_args, j.kubelet_extra_args, file);
+            take!(self.cri_socket, j.cri_socket, file);
+            take!(self.patches, j.patches, file);
+            take!(self.skip_phases, j.skip_phases, file);
         }
         if let Some(e) = fragment.etcd {
             take!(self.etcd_endpoints, e.endpoints, file);

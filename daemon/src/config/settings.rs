@@ -2,6 +2,7 @@
 //! types it is made of.
 
 use crate::secret::{BootstrapToken, Secret};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,6 +128,65 @@ pub struct JoinSettings {
     pub node_delete_kubeconfig: Option<PathBuf>,
     /// Set for a control-plane join.
     pub control_plane: Option<ControlPlaneSettings>,
+    /// What kubeadm's `nodeRegistration` (and the JoinConfiguration's `patches` and
+    /// `skipPhases`) say beyond the name and the CRI socket.
+    pub registration: Registration,
+}
+
+/// `ignore_preflight_errors`, `labels`, `taints`, `kubelet_extra_args`, `patches`,
+/// `skip_phases` under `[join]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// kubeadm preflight checks whose errors are warnings, as kubeadm names them; `all`
+    /// alone means every check.
+    pub ignore_preflight_errors: Vec<String>,
+    /// Node labels, set by the kubelet at registration (`--node-labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Node taints; `None` leaves kubeadm's default (none for a worker, the control-plane
+    /// taint for a control plane), `Some(vec![])` means no taints at all.
+    pub taints: Option<Vec<Taint>>,
+    /// Extra kubelet flags, without the leading dashes.
+    pub kubelet_extra_args: BTreeMap<String, String>,
+    /// kubeadm's `--patches` directory (kubeadm 1.22 and later).
+    pub patches: Option<PathBuf>,
+    /// kubeadm join phases to skip (kubeadm 1.22 and later).
+    pub skip_phases: Vec<String>,
+}
+
+impl Registration {
+    /// Whether kubeadm's preflight must ignore every check (only a command-line flag can
+    /// say so: kubeadm refuses `all` in a configuration file).
+    pub fn ignores_all_preflight_errors(&self) -> bool {
+        self.ignore_preflight_errors
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case("all"))
+    }
+
+    /// Whether `phase` ("control-plane-join/etcd") or its parent is to be skipped.
+    pub fn skips(&self, phase: &str) -> bool {
+        let parent = phase.split('/').next().unwrap_or(phase);
+        self.skip_phases.iter().any(|p| p == phase || p == parent)
+    }
+}
+
+/// A node taint, `key[=value]:Effect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    /// The key (a qualified name).
+    pub key: String,
+    /// The value, if any.
+    pub value: Option<String>,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
+    pub effect: String,
+}
+
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}:{}", self.key, v, self.effect),
+            None => write!(f, "{}:{}", self.key, self.effect),
+        }
+    }
 }
 
 /// `[join] control_plane = true` and its companions.

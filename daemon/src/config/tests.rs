@@ -410,3 +410,174 @@ fn remediation_and_etcd_keys() {
     assert!(s.etcd.remove_stale_learners);
     assert_eq!(s.etcd.learner_sync_timeout, Duration::from_secs(60));
 }
+
+/// Loads the valid configuration plus `fragment` as 60-settings.toml; the error, if any.
+fn with_settings(fragment: &str) -> (Root, Result<Settings, ConfigError>) {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/60-settings.toml",
+        fragment,
+        0o644,
+    );
+    let result = root.load();
+    (root, result)
+}
+
+#[test]
+fn join_settings_are_read() {
+    let root = Root::valid();
+    fs::create_dir_all(root.paths.at("/etc/kube-join-agent/patches")).unwrap();
+    root.write(
+        "/etc/kube-join-agent/config.d/60-settings.toml",
+        r#"[join]
+ignore_preflight_errors = ["FileExisting-crictl"]
+labels = { "node.kubernetes.io/pool" = "gpu", "example.com/rack" = "r1" }
+taints = ["dedicated=gpu:NoSchedule", "example.com/special:NoExecute"]
+kubelet_extra_args = { "max-pods" = "200" }
+cri_socket = "unix:///run/containerd/containerd.sock"
+patches = "/etc/kube-join-agent/patches"
+skip_phases = ["control-plane-join/mark-control-plane"]
+"#,
+        0o644,
+    );
+    let s = root.load().unwrap();
+    let r = &s.join.registration;
+    assert_eq!(r.ignore_preflight_errors, ["FileExisting-crictl"]);
+    assert_eq!(r.labels["node.kubernetes.io/pool"], "gpu");
+    let taints: Vec<String> = r
+        .taints
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(
+        taints,
+        ["dedicated=gpu:NoSchedule", "example.com/special:NoExecute"]
+    );
+    assert_eq!(r.kubelet_extra_args["max-pods"], "200");
+    assert_eq!(
+        r.patches.as_deref(),
+        Some(std::path::Path::new("/etc/kube-join-agent/patches"))
+    );
+    assert!(r.skips("control-plane-join/mark-control-plane") && !r.skips("preflight"));
+    assert_eq!(
+        s.containerd_socket,
+        PathBuf::from("/run/containerd/containerd.sock")
+    );
+}
+
+#[test]
+fn join_settings_errors_name_file_key_and_rule() {
+    for (fragment, key, says) in [
+        (
+            "[join]\nlabels = { \"node-role.kubernetes.io/worker\" = \"\" }\n",
+            "join.labels.\"node-role.kubernetes.io/worker\"",
+            "NodeRestriction",
+        ),
+        (
+            "[join]\nlabels = { \"Bad Key\" = \"x\" }\n",
+            "join.labels.\"Bad Key\"",
+            "name part",
+        ),
+        (
+            "[join]\ntaints = [\"dedicated=gpu\"]\n",
+            "join.taints[0]",
+            "key[=value]:Effect",
+        ),
+        (
+            "[join]\ntaints = [\"a:NoSchedule\", \"a=b:NoSchedule\"]\n",
+            "join.taints[1]",
+            "listed twice",
+        ),
+        (
+            "[join]\nkubelet_extra_args = { \"--max-pods\" = \"200\" }\n",
+            "join.kubelet_extra_args.\"--max-pods\"",
+            "without the leading dashes",
+        ),
+        (
+            "[join]\nkubelet_extra_args = { \"kubeconfig\" = \"/tmp/x\" }\n",
+            "join.kubelet_extra_args.\"kubeconfig\"",
+            "kubeadm's drop-in sets it",
+        ),
+        (
+            "[join]\nkubelet_extra_args = { \"node-labels\" = \"a=b\" }\n",
+            "join.kubelet_extra_args.\"node-labels\"",
+            "join.labels",
+        ),
+        (
+            "[join]\nkubelet_extra_args = { \"eviction-hard\" = \"memory.available<100Mi nodefs\" }\n",
+            "join.kubelet_extra_args.\"eviction-hard\"",
+            "kubeadm-flags.env",
+        ),
+        (
+            "[join]\nignore_preflight_errors = [\"all\", \"Swap\"]\n",
+            "join.ignore_preflight_errors",
+            "list it alone",
+        ),
+        (
+            "[join]\nignore_preflight_errors = [\"no spaces\"]\n",
+            "join.ignore_preflight_errors[0]",
+            "preflight check name",
+        ),
+        (
+            "[join]\npatches = \"/nonexistent/patches\"\n",
+            "join.patches",
+            "is not a directory",
+        ),
+        (
+            "[join]\nskip_phases = [\"kubelet-start\"]\n",
+            "join.skip_phases[0]",
+            "hands off to kubelet",
+        ),
+        (
+            "[join]\nskip_phases = [\"addon\"]\n",
+            "join.skip_phases[0]",
+            "not a phase of kubeadm join",
+        ),
+        (
+            "[join]\ncri_socket = \"npipe:////./pipe/containerd\"\n",
+            "join.cri_socket",
+            "not a CRI socket",
+        ),
+        (
+            "[join]\ncri_socket = \"unix:///run/crio/crio.sock\"\n[containerd]\nsocket = \"/run/containerd/containerd.sock\"\n",
+            "join.cri_socket",
+            "set one of them",
+        ),
+    ] {
+        let (root, result) = with_settings(fragment);
+        let e = result.expect_err(fragment);
+        assert_eq!(
+            e.file.as_deref(),
+            Some(
+                root.paths
+                    .at("/etc/kube-join-agent/config.d/60-settings.toml")
+                    .as_path()
+            ),
+            "{fragment}: {e}"
+        );
+        assert_eq!(e.key, key, "{fragment}: {e}");
+        assert!(e.reason.contains(says), "{fragment}: {e}");
+    }
+}
+
+#[test]
+fn a_later_file_replaces_a_table_whole() {
+    let root = Root::valid();
+    root.write(
+        "/etc/kube-join-agent/config.d/60-a.toml",
+        "[join]\nlabels = { \"example.com/a\" = \"1\", \"example.com/b\" = \"2\" }\n",
+        0o644,
+    );
+    root.write(
+        "/etc/kube-join-agent/config.d/70-b.toml",
+        "[join]\nlabels = { \"example.com/c\" = \"3\" }\n",
+        0o644,
+    );
+    let s = root.load().unwrap();
+    assert_eq!(
+        s.join.registration.labels.keys().collect::<Vec<_>>(),
+        ["example.com/c"]
+    );
+}

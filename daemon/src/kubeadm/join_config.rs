@@ -2,10 +2,12 @@
 //! 0600 file, never on a command line (where /proc/PID/cmdline shows it to everyone).
 //!
 //! API versions by kubeadm release: v1beta2 before 1.22, v1beta3 up to 1.30, v1beta4
-//! from 1.31 (v1beta4 moves discovery's timeout into a `timeouts` block).
+//! from 1.31 (v1beta4 moves discovery's timeout into a `timeouts` block, and turns
+//! `kubeletExtraArgs` from a map into a list of name/value pairs). `patches` and
+//! `skipPhases` exist from v1beta3 on.
 
 use super::version::KubeadmVersion;
-use crate::config::{CaPin, Endpoint};
+use crate::config::{CaPin, Endpoint, Registration};
 use crate::secret::BootstrapToken;
 use serde::Serialize;
 use std::io::Write;
@@ -65,6 +67,20 @@ pub struct JoinConfigInput<'a> {
     pub tls_bootstrap_timeout: Duration,
     /// Set for a control-plane join.
     pub control_plane: Option<ControlPlaneInput<'a>>,
+    /// Labels, taints, kubelet flags, ignored preflight errors, patches, skipped phases.
+    pub registration: &'a Registration,
+}
+
+/// A setting this kubeadm's JoinConfiguration cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "join.{key} needs kubeadm 1.22 or later (JoinConfiguration kubeadm.k8s.io/v1beta3), and this kubeadm reads {}", api.api_version()
+)]
+pub struct Unsupported {
+    /// The setting.
+    pub key: &'static str,
+    /// The API this kubeadm reads.
+    pub api: ConfigApi,
 }
 
 /// The `controlPlane` section of a control-plane join.
@@ -87,6 +103,16 @@ struct JoinConfiguration {
     control_plane: Option<ControlPlane>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeouts: Option<Timeouts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patches: Option<Patches>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skip_phases: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Patches {
+    directory: String,
 }
 
 #[derive(Serialize)]
@@ -129,6 +155,43 @@ struct BootstrapTokenDiscovery {
 struct NodeRegistration {
     name: String,
     cri_socket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    taints: Option<Vec<TaintYaml>>,
+    #[serde(skip_serializing_if = "KubeletArgs::is_empty")]
+    kubelet_extra_args: KubeletArgs,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ignore_preflight_errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct TaintYaml {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    effect: String,
+}
+
+/// A map up to v1beta3, a list of name/value pairs in v1beta4.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum KubeletArgs {
+    Map(std::collections::BTreeMap<String, String>),
+    List(Vec<Arg>),
+}
+
+impl KubeletArgs {
+    fn is_empty(&self) -> bool {
+        match self {
+            KubeletArgs::Map(m) => m.is_empty(),
+            KubeletArgs::List(l) => l.is_empty(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Arg {
+    name: String,
+    value: String,
 }
 
 #[derive(Serialize)]
@@ -144,9 +207,39 @@ fn go_duration(d: Duration) -> String {
 }
 
 /// The JoinConfiguration YAML. It contains the token: write it only with `write_private`.
-pub fn render(api: ConfigApi, input: &JoinConfigInput<'_>) -> String {
+pub fn render(api: ConfigApi, input: &JoinConfigInput<'_>) -> Result<String, Unsupported> {
     let token = input.token.expose_full();
     let socket = input.cri_socket.display().to_string();
+    let reg = input.registration;
+    if api == ConfigApi::V1beta2 {
+        if reg.patches.is_some() {
+            return Err(Unsupported {
+                key: "patches",
+                api,
+            });
+        }
+        if !reg.skip_phases.is_empty() {
+            return Err(Unsupported {
+                key: "skip_phases",
+                api,
+            });
+        }
+    }
+    // Labels reach the Node through the kubelet, which sets them when it registers.
+    let mut kubelet_args = reg.kubelet_extra_args.clone();
+    if !reg.labels.is_empty() {
+        let labels: Vec<String> = reg.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        kubelet_args.insert("node-labels".into(), labels.join(","));
+    }
+    let kubelet_extra_args = match api {
+        ConfigApi::V1beta4 => KubeletArgs::List(
+            kubelet_args
+                .into_iter()
+                .map(|(name, value)| Arg { name, value })
+                .collect(),
+        ),
+        _ => KubeletArgs::Map(kubelet_args),
+    };
     let config = JoinConfiguration {
         api_version: api.api_version(),
         kind: "JoinConfiguration",
@@ -168,6 +261,24 @@ pub fn render(api: ConfigApi, input: &JoinConfigInput<'_>) -> String {
                 ConfigApi::V1beta2 => socket,
                 _ => format!("unix://{socket}"),
             },
+            taints: reg.taints.as_ref().map(|taints| {
+                taints
+                    .iter()
+                    .map(|t| TaintYaml {
+                        key: t.key.clone(),
+                        value: t.value.clone(),
+                        effect: t.effect.clone(),
+                    })
+                    .collect()
+            }),
+            kubelet_extra_args,
+            // kubeadm refuses "all" in a configuration file: that one goes on the
+            // command line (kubeadm::join_args).
+            ignore_preflight_errors: if reg.ignores_all_preflight_errors() {
+                Vec::new()
+            } else {
+                reg.ignore_preflight_errors.clone()
+            },
         },
         control_plane: input.control_plane.as_ref().map(|cp| ControlPlane {
             certificate_key: cp.certificate_key.expose().to_string(),
@@ -180,8 +291,24 @@ pub fn render(api: ConfigApi, input: &JoinConfigInput<'_>) -> String {
             discovery: go_duration(input.discovery_timeout),
             tls_bootstrap: go_duration(input.tls_bootstrap_timeout),
         }),
+        patches: reg.patches.as_ref().map(|d| Patches {
+            directory: d.display().to_string(),
+        }),
+        skip_phases: reg.skip_phases.clone(),
     };
-    serde_norway::to_string(&config).expect("the JoinConfiguration serializes")
+    Ok(serde_norway::to_string(&config).expect("the JoinConfiguration serializes"))
+}
+
+/// The flags that go on kubeadm's command line next to `--config`: only
+/// `--ignore-preflight-errors=all`, which kubeadm refuses in a configuration file.
+/// `phase` is the `join phase` being run, if any: only preflight takes the flag.
+pub fn extra_flags(reg: &Registration, phase: Option<&str>) -> Vec<String> {
+    let takes_it = phase.is_none_or(|p| p == "preflight");
+    if reg.ignores_all_preflight_errors() && takes_it {
+        vec!["--ignore-preflight-errors=all".into()]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Writes `text` to `path` with mode 0600 in a 0700 directory, replacing any old file.

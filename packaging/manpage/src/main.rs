@@ -185,6 +185,43 @@ fn static_sections(out: &mut Vec<u8>) -> std::io::Result<()> {
         bold("join.ca_cert_hashes"),
         roman("."),
     ]);
+    r.control("SS", ["Join settings"]);
+    r.text([roman(
+        "Under [join], rendered into the JoinConfiguration of the API version the node's kubeadm reads (v1beta2, v1beta3, v1beta4):",
+    )]);
+    tagged(
+        &mut r,
+        &[
+            (
+                "ignore_preflight_errors",
+                "kubeadm preflight checks whose errors become warnings, as kubeadm names them (\"FileExisting-crictl\"), or [\"all\"] alone, which goes on kubeadm's command line.",
+            ),
+            (
+                "labels",
+                "Node labels, set by the kubelet at registration. Labels the kubelet may not set on its own Node (the kubernetes.io and k8s.io namespaces outside node.kubernetes.io, kubelet.kubernetes.io and the well-known set; node-role.kubernetes.io among them) are refused.",
+            ),
+            (
+                "taints",
+                "Node taints, \"key[=value]:Effect\". Unset keeps kubeadm's default; an empty list means none, on control planes too.",
+            ),
+            (
+                "kubelet_extra_args",
+                "Extra kubelet flags, without the leading dashes; flags kubeadm or the agent set are refused with the setting to use instead.",
+            ),
+            (
+                "cri_socket",
+                "The CRI socket (unix:///path); the same setting as containerd.socket.",
+            ),
+            (
+                "patches",
+                "A directory of kubeadm patches (kubeadm 1.22 and later).",
+            ),
+            (
+                "skip_phases",
+                "kubeadm join phases to skip (kubeadm 1.22 and later); not kubelet-start.",
+            ),
+        ],
+    );
 
     r.control("SH", ["FILES"]);
     tagged(

@@ -192,5 +192,6 @@ pub fn join(paths: &Paths, m: &Merged) -> Result<JoinSettings, ConfigError> {
         node_conflict_wait,
         node_delete_kubeconfig,
         control_plane,
+        registration: super::registration::registration(paths, m)?,
     })
 }

@@ -2,6 +2,7 @@
 //! `Settings` the rest of the agent trusts. Every error names the file and the key.
 
 mod join;
+mod registration;
 mod sections;
 mod values;
 

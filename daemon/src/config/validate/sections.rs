@@ -39,6 +39,35 @@ pub fn containerd(m: &Merged) -> Result<Containerd, ConfigError> {
         Some(s) => s.value.clone(),
         None => PathBuf::from("/run/containerd/containerd.sock"),
     };
+    // `[join] cri_socket`, kubeadm's name for it (nodeRegistration.criSocket), says the
+    // same thing: one socket for the agent's CRI check and for kubeadm.
+    let containerd_socket = match &m.cri_socket {
+        None => containerd_socket,
+        Some(s) => {
+            let path = cri_socket_path(&s.value).ok_or_else(|| {
+                ConfigError::new(
+                    Some(&s.file),
+                    "join.cri_socket",
+                    format!("{:?} is not a CRI socket: write \"unix:///run/containerd/containerd.sock\" or the absolute path", s.value),
+                )
+            })?;
+            if let Some(c) = &m.containerd_socket
+                && c.value != path
+            {
+                return Err(ConfigError::new(
+                    Some(&s.file),
+                    "join.cri_socket",
+                    format!(
+                        "{:?} differs from containerd.socket ({}, set in {}): set one of them",
+                        s.value,
+                        c.value.display(),
+                        c.file.display()
+                    ),
+                ));
+            }
+            path
+        }
+    };
     let containerd_ready_timeout = duration(
         &m.containerd_ready_timeout,
         "containerd.ready_timeout",
@@ -191,4 +220,11 @@ pub fn preflight(m: &Merged) -> Result<PreflightSettings, ConfigError> {
     };
 
     Ok(preflight)
+}
+
+/// `unix:///path` or `/path`; other schemes (npipe, tcp) are not for Linux nodes.
+fn cri_socket_path(text: &str) -> Option<PathBuf> {
+    let path = text.strip_prefix("unix://").unwrap_or(text);
+    let path = PathBuf::from(path);
+    (path.is_absolute() && !text.contains(char::is_whitespace)).then_some(path)
 }
