@@ -1,14 +1,14 @@
 //! A small etcd v3 client: one gRPC call per method, over TLS with a client certificate
-//! (etcd as kubeadm sets it up requires one), built on tonic like the CRI client.
+//! (etcd as kubeadm sets it up requires one), on the `Cluster` and `Maintenance` stubs
+//! generated from etcd's rpc.proto ([`proto`]).
 //!
 //! Every call names its endpoint in errors, so a report says which member refused.
 
 use super::members::{Member, MemberId};
-use super::proto;
+use super::proto::{self, cluster_client::ClusterClient, maintenance_client::MaintenanceClient};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// The etcd CA kubeadm downloads onto a joining control plane (node path).
 pub const CA_CERT: &str = "/etc/kubernetes/pki/etcd/ca.crt";
@@ -216,7 +216,7 @@ impl Client {
         self
     }
 
-    async fn channel(&self, endpoint: &str) -> Result<tonic::transport::Channel, EtcdError> {
+    async fn channel(&self, endpoint: &str) -> Result<Channel, EtcdError> {
         let connect = |detail: String| EtcdError::Connect {
             endpoint: endpoint.to_string(),
             detail,
@@ -268,36 +268,36 @@ impl Client {
         )
     }
 
-    async fn unary<Q, R>(&self, endpoint: &str, call: &'static str, req: Q) -> Result<R, EtcdError>
+    /// One call on a fresh connection to `endpoint`, under the call deadline; errors
+    /// name the endpoint and the call.
+    async fn unary<Q, R, F>(
+        &self,
+        endpoint: &str,
+        call: &'static str,
+        req: Q,
+        rpc: impl FnOnce(Channel, tonic::Request<Q>) -> F,
+    ) -> Result<R, EtcdError>
     where
-        Q: prost::Message + Send + Sync + 'static,
-        R: prost::Message + Default + Send + Sync + 'static,
+        F: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let channel = self.channel(endpoint).await?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|e| EtcdError::Connect {
-            endpoint: endpoint.to_string(),
-            detail: crate::failure::error_chain(&e),
-        })?;
-        let (service, method) = call.split_once('/').unwrap_or(("Cluster", call));
-        let path =
-            PathAndQuery::try_from(format!("/etcdserverpb.{service}/{method}")).map_err(|e| {
-                EtcdError::Tls {
-                    path: "gRPC path".into(),
-                    detail: e.to_string(),
-                }
+        tonic::client::Grpc::new(channel.clone())
+            .ready()
+            .await
+            .map_err(|e| EtcdError::Connect {
+                endpoint: endpoint.to_string(),
+                detail: crate::failure::error_chain(&e),
             })?;
-        let rpc = method;
         let mut request = tonic::Request::new(req);
         request.set_timeout(self.call_timeout);
         let reply = tokio::time::timeout(
             self.call_timeout + Duration::from_secs(1),
-            grpc.unary(request, path, tonic_prost::ProstCodec::<Q, R>::default()),
+            rpc(channel, request),
         )
         .await
         .map_err(|_| EtcdError::Rpc {
             endpoint: endpoint.to_string(),
-            call: call_name(rpc),
+            call,
             code: tonic::Code::DeadlineExceeded,
             message: format!("no answer within {}s", self.call_timeout.as_secs()),
         })?;
@@ -310,7 +310,7 @@ impl Client {
             };
             EtcdError::Rpc {
                 endpoint: endpoint.to_string(),
-                call: call_name(rpc),
+                call,
                 code: s.code(),
                 message,
             }
@@ -319,11 +319,12 @@ impl Client {
 
     /// `Cluster.MemberList`.
     pub async fn member_list(&self, endpoint: &str) -> Result<Vec<Member>, EtcdError> {
-        let resp: proto::MemberListResponse = self
+        let resp = self
             .unary(
                 endpoint,
-                "Cluster/MemberList",
+                "MemberList",
                 proto::MemberListRequest::default(),
+                async |c, r| ClusterClient::new(c).member_list(r).await,
             )
             .await?;
         Ok(resp.members.into_iter().map(Member::from).collect())
@@ -336,14 +337,15 @@ impl Client {
         peer_urls: Vec<String>,
         learner: bool,
     ) -> Result<(Member, Vec<Member>), EtcdError> {
-        let resp: proto::MemberAddResponse = self
+        let resp = self
             .unary(
                 endpoint,
-                "Cluster/MemberAdd",
+                "MemberAdd",
                 proto::MemberAddRequest {
-                    peer_urls,
+                    peer_ur_ls: peer_urls,
                     is_learner: learner,
                 },
+                async |c, r| ClusterClient::new(c).member_add(r).await,
             )
             .await?;
         let added = resp.member.map(Member::from).ok_or(EtcdError::Rpc {
@@ -361,11 +363,12 @@ impl Client {
         endpoint: &str,
         id: MemberId,
     ) -> Result<Vec<Member>, EtcdError> {
-        let resp: proto::MemberRemoveResponse = self
+        let resp = self
             .unary(
                 endpoint,
-                "Cluster/MemberRemove",
+                "MemberRemove",
                 proto::MemberRemoveRequest { id: id.0 },
+                async |c, r| ClusterClient::new(c).member_remove(r).await,
             )
             .await?;
         Ok(resp.members.into_iter().map(Member::from).collect())
@@ -377,11 +380,12 @@ impl Client {
         endpoint: &str,
         id: MemberId,
     ) -> Result<Vec<Member>, EtcdError> {
-        let resp: proto::MemberPromoteResponse = self
+        let resp = self
             .unary(
                 endpoint,
-                "Cluster/MemberPromote",
+                "MemberPromote",
                 proto::MemberPromoteRequest { id: id.0 },
+                async |c, r| ClusterClient::new(c).member_promote(r).await,
             )
             .await?;
         Ok(resp.members.into_iter().map(Member::from).collect())
@@ -389,8 +393,10 @@ impl Client {
 
     /// `Maintenance.Status` of the member at `endpoint` (learners answer it too).
     pub async fn status(&self, endpoint: &str) -> Result<Status, EtcdError> {
-        let resp: proto::StatusResponse = self
-            .unary(endpoint, "Maintenance/Status", proto::StatusRequest {})
+        let resp = self
+            .unary(endpoint, "Status", proto::StatusRequest {}, async |c, r| {
+                MaintenanceClient::new(c).status(r).await
+            })
             .await?;
         Ok(Status {
             endpoint: endpoint.to_string(),
@@ -427,17 +433,6 @@ impl Client {
                 detail: "no endpoints configured".into(),
             })),
         })
-    }
-}
-
-fn call_name(method: &str) -> &'static str {
-    match method {
-        "MemberList" => "MemberList",
-        "MemberAdd" => "MemberAdd",
-        "MemberRemove" => "MemberRemove",
-        "MemberPromote" => "MemberPromote",
-        "Status" => "Status",
-        _ => "call",
     }
 }
 

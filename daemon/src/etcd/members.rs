@@ -36,8 +36,8 @@ impl From<proto::Member> for Member {
         Self {
             id: MemberId(m.id),
             name: m.name,
-            peer_urls: m.peer_urls,
-            client_urls: m.client_urls,
+            peer_urls: m.peer_ur_ls,
+            client_urls: m.client_ur_ls,
             is_learner: m.is_learner,
         }
     }

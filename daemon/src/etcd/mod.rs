@@ -8,7 +8,8 @@
 //! closed, the learner's etcd not running. Together they replace the incident's
 //! "diagnose" and "cleanup stale learners" scripts.
 //!
-//! - [`client`]: the wire client (tonic + hand-written prost messages, [`proto`]).
+//! - [`client`]: the wire client (tonic, with the messages and stubs that build.rs
+//!   generates from etcd's rpc.proto, [`proto`]).
 //! - [`members`]: member IDs, stale learners, peer URLs, the etcdctl removal command.
 //! - [`health`]: leader agreed by a quorum.
 //! - [`checks`]: the typed findings, as check lines and as failures.
