@@ -279,6 +279,33 @@ pub fn check_kubelet_gated(node: &Node, phases: &[(String, String, u64)]) -> Res
     Ok(())
 }
 
+/// kubelet was started exactly once this boot (kubeadm's own restart racing the agent's
+/// handoff must not start it twice): systemd's start and restart jobs that ended done.
+pub fn check_kubelet_started_once(node: &Node) -> Result<()> {
+    let starts: Vec<String> = node
+        .journal_entries(Some("kubelet.service"))?
+        .iter()
+        .filter(|e| {
+            string_field(e, "UNIT") == Some("kubelet.service")
+                && matches!(string_field(e, "JOB_TYPE"), Some("start" | "restart"))
+                && string_field(e, "JOB_RESULT") == Some("done")
+        })
+        .map(|e| {
+            format!(
+                "{} at {}",
+                string_field(e, "JOB_TYPE").unwrap_or_default(),
+                timestamp(e)
+            )
+        })
+        .collect();
+    ensure!(
+        starts.len() == 1,
+        "kubelet was started {} times this boot: {starts:?}",
+        starts.len()
+    );
+    Ok(())
+}
+
 /// The token secret appears nowhere: journal (all fields, all boots), state.json, the
 /// kubeadm invocation log.
 pub fn check_secret_not_leaked(node: &Node) -> Result<()> {
@@ -311,6 +338,7 @@ pub fn check_fresh_join(node: &Node, cp: &FakeControlPlane) -> Result<()> {
     let phases = phase_lines(node)?;
     check_phases_in_order(&phases, &PHASES)?;
     check_kubelet_gated(node, &phases)?;
+    check_kubelet_started_once(node)?;
     let invocations = kubeadm_invocations(node);
     ensure!(
         !join_invocations(&invocations).is_empty(),
