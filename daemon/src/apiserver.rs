@@ -60,6 +60,49 @@ impl ApiClient {
         })
     }
 
+    /// An anonymous client trusting `ca` (for what anyone may read: /version).
+    pub fn anonymous(
+        endpoint: &Endpoint,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<Self, ApiError> {
+        let config = tls(ca, None).map_err(|detail| ApiError {
+            what: "building the API client".into(),
+            detail,
+            status: None,
+        })?;
+        Ok(Self {
+            base: format!("https://{endpoint}"),
+            client: build(config)?,
+            bearer: None,
+        })
+    }
+
+    /// `GET /version`: the API server's gitVersion.
+    pub async fn server_version(&self) -> Result<String, ApiError> {
+        let what = "reading the API server's /version".to_string();
+        let (status, body) = self.send(reqwest::Method::GET, "/version", &what).await?;
+        if status != 200 {
+            return Err(ApiError {
+                what,
+                detail: format!("HTTP {status}"),
+                status: Some(status),
+            });
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError {
+            what: what.clone(),
+            detail: format!("not JSON: {e}"),
+            status: Some(200),
+        })?;
+        v["gitVersion"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(ApiError {
+                what,
+                detail: "no gitVersion".into(),
+                status: Some(200),
+            })
+    }
+
     /// A client authenticated with a client certificate (PEM chain and key), at `server`.
     pub fn with_client_cert(
         server: &str,

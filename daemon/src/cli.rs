@@ -1,11 +1,9 @@
-//! Command line: `run` (the daemon), `check`, `status`, `version`.
+//! Command line: `run` (the daemon), `check`, `diagnose`, `status`, `version`.
 
 use crate::agent::{self, Exit};
 use crate::config;
-use crate::discovery;
-use crate::kubeadm;
 use crate::paths::Paths;
-use crate::preflight::{self, Verdict};
+use crate::report;
 use crate::state::State;
 use crate::telemetry::{self, Sink};
 use clap::{Parser, Subcommand};
@@ -33,11 +31,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the join and stay running (what kube-join-agent.service starts).
     Run,
-    /// Check configuration, host, runtime, API server and discovery; change nothing.
-    Check,
-    /// Show the state file: phase, attempts, last failure.
+    /// Check everything the agent would verify before joining; change nothing. Exit 0
+    /// when nothing fails, 1 otherwise.
+    Check {
+        /// Print JSON (schema kube-join-agent.check/v1).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One report for a human or a bug report: configuration (secrets redacted), state
+    /// and attempts, units, versions, kubelet files and certificate, kubelet's journal,
+    /// pending CSRs, etcd; change nothing.
+    Diagnose {
+        /// Print JSON (schema kube-join-agent.diagnose/v1).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the join stands: phase, attempt, time in phase, last failure, joined since.
     Status {
-        /// Print the raw JSON.
+        /// Print JSON (schema kube-join-agent.status/v1).
         #[arg(long)]
         json: bool,
     },
@@ -57,9 +68,13 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status { json } => status(&paths, json),
-        Command::Check => {
+        Command::Check { json } => {
             telemetry::init(Sink::Terminal, cli.verbose);
-            runtime().block_on(check(&paths))
+            runtime().block_on(check(&paths, json))
+        }
+        Command::Diagnose { json } => {
+            telemetry::init(Sink::Terminal, cli.verbose);
+            runtime().block_on(diagnose(&paths, json))
         }
         Command::Run => {
             telemetry::init(Sink::Daemon, cli.verbose);
@@ -113,45 +128,29 @@ async fn run_until_signalled(paths: Paths) -> Exit {
 }
 
 fn status(paths: &Paths, json: bool) -> ExitCode {
-    let path = paths.state_file();
-    match State::load(&path) {
+    let state = match State::load(&paths.state_file()) {
+        Ok(state) => state,
         Err(e) => {
             eprintln!("kube-join-agent: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
-        Ok(state) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&state).expect("state serializes")
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(state) if state.phase.is_empty() => {
-            println!(
-                "no state yet ({} does not exist): the agent has not run",
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(state) => {
-            println!("node:       {}", state.node_name);
-            println!("joined:     {}", if state.joined { "yes" } else { "no" });
-            println!("phase:      {}", state.phase);
-            println!("attempt:    {}", state.attempt);
-            if let Some(f) = &state.failure {
-                println!("failure:    {f}");
-            }
-            if let Some(e) = &state.last_error {
-                println!("last error: {e}");
-            }
-            println!("updated:    {}", state.updated_at);
-            ExitCode::SUCCESS
-        }
+    };
+    let status = report::status::from_state(&state, std::time::SystemTime::now());
+    // The state file holds no secret; redact anyway, as every report does.
+    let settings = config::load(paths).ok();
+    if json {
+        println!("{}", report::json(settings.as_ref(), &status));
+    } else {
+        print!(
+            "{}",
+            report::redact(settings.as_ref(), &report::status::text(&status))
+        );
     }
+    ExitCode::SUCCESS
 }
 
-/// Preflight and discovery once, no waiting, nothing changed.
-async fn check(paths: &Paths) -> ExitCode {
+/// Every check once, no waiting, nothing changed.
+async fn check(paths: &Paths, json: bool) -> ExitCode {
     let settings = match config::load(paths) {
         Ok(s) => s,
         Err(e) => {
@@ -159,59 +158,33 @@ async fn check(paths: &Paths) -> ExitCode {
             return ExitCode::from(Exit::Config as u8);
         }
     };
-    println!(
-        "configuration: {} file(s): {}",
-        settings.files.len(),
-        settings
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("node name:     {}", settings.join.node_name);
-    let mut findings = preflight::static_checks(paths, &settings);
-    findings.push(preflight::runtime::check(&settings.containerd_socket).await);
-    findings.extend(preflight::network::check(&settings.join.api_server).await);
-    findings.extend(crate::etcd::findings(&settings, paths).await);
-    let findings = preflight::downgrade(findings, &settings.preflight.warn_only);
-    let mut failed = false;
-    for f in &findings {
-        failed |= matches!(f.verdict, Verdict::Fail { .. } | Verdict::Wait(_));
-        println!("{f}");
-    }
-    match kubeadm::query_version(&settings.kubeadm_path).await {
-        Ok(v) => println!(
-            "[pass] kubeadm: {v}, JoinConfiguration {}",
-            kubeadm::ConfigApi::for_version(v).api_version()
-        ),
-        Err(e) => {
-            failed = true;
-            println!("[FAIL] kubeadm: {e}");
-        }
-    }
-    match discovery::discover(
-        &settings.join.api_server,
-        &settings.join.token,
-        &settings.join.ca_pins,
-    )
-    .await
-    {
-        Ok(info) => println!(
-            "[pass] discovery: cluster-info signed for token id {}, CA pinned, server {}",
-            settings.join.token.id(),
-            info.server
-        ),
-        Err(e) => {
-            failed = true;
-            println!("[FAIL] discovery: {e}");
-        }
-    }
-    if failed {
-        ExitCode::from(1)
+    let check = report::check::run(paths, &settings).await;
+    if json {
+        println!("{}", report::json(Some(&settings), &check));
     } else {
-        ExitCode::SUCCESS
+        print!("{}", report::redact(Some(&settings), &check.text()));
     }
+    if check.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The diagnosis, even when the configuration does not load.
+async fn diagnose(paths: &Paths, json: bool) -> ExitCode {
+    let loaded = config::load(paths);
+    let settings = loaded.as_ref().ok();
+    let diagnosis = report::diagnose::run(paths, loaded.as_ref().map_err(|e| e.to_string())).await;
+    if json {
+        println!("{}", report::json(settings, &diagnosis));
+    } else {
+        print!(
+            "{}",
+            report::redact(settings, &report::diagnose::text(&diagnosis))
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -31,6 +31,76 @@ pub struct State {
     pub boot_id: String,
     /// The configuration fingerprint the attempt count belongs to.
     pub config_fingerprint: String,
+    /// When the current phase was entered (RFC 3339, UTC).
+    #[serde(default)]
+    pub phase_since: String,
+    /// When the node finished joining (RFC 3339, UTC).
+    #[serde(default)]
+    pub joined_since: Option<String>,
+    /// From the agent's start to joined, in milliseconds.
+    #[serde(default)]
+    pub join_duration_ms: Option<u64>,
+    /// The attempts of this join, oldest first (the most recent [`MAX_HISTORY`]): the
+    /// story the Node's Events tell once the node has credentials to post them.
+    #[serde(default)]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One join attempt, as the state file keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number (per boot and configuration, as `attempt`).
+    pub attempt: u32,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When it ended, if it did.
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    /// The failure class, if it failed.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// The failure with its cause and fix (never a secret: failures redact them).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Whether its Event is on the Node.
+    #[serde(default)]
+    pub posted: bool,
+}
+
+/// Attempts kept in the state file.
+pub const MAX_HISTORY: usize = 50;
+
+/// Now, as the state file writes times.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl State {
+    /// Records that attempt `attempt` starts now.
+    pub fn attempt_started(&mut self, attempt: u32) {
+        self.history.push(AttemptRecord {
+            attempt,
+            started_at: now_rfc3339(),
+            ..AttemptRecord::default()
+        });
+        if self.history.len() > MAX_HISTORY {
+            let extra = self.history.len() - MAX_HISTORY;
+            self.history.drain(..extra);
+        }
+    }
+
+    /// Records how the latest attempt ended: `None` for joined.
+    pub fn attempt_ended(&mut self, failure: Option<(&str, String)>) {
+        if let Some(last) = self.history.last_mut()
+            && last.ended_at.is_none()
+        {
+            last.ended_at = Some(now_rfc3339());
+            if let Some((class, message)) = failure {
+                last.failure = Some(class.to_string());
+                last.message = Some(message);
+            }
+        }
+    }
 }
 
 /// Why the state file could not be read or written.
@@ -75,8 +145,7 @@ impl State {
 
     /// Writes the state atomically, mode 0600.
     pub fn save(&mut self, path: &Path) -> Result<(), StateError> {
-        self.updated_at =
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        self.updated_at = now_rfc3339();
         let io = |action: &'static str| {
             let path = path.display().to_string();
             move |source| StateError::Io {
@@ -155,6 +224,25 @@ mod tests {
         s.attempt = 2;
         s.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn attempts_are_kept_in_order_and_bounded() {
+        let mut s = State::default();
+        for n in 1..=(MAX_HISTORY as u32 + 5) {
+            s.attempt_started(n);
+            s.attempt_ended(Some(("hang", format!("attempt {n}"))));
+        }
+        s.attempt_started(99);
+        s.attempt_ended(None);
+        assert_eq!(s.history.len(), MAX_HISTORY);
+        assert_eq!(s.history[0].attempt, 7);
+        let last = s.history.last().unwrap();
+        assert_eq!((last.attempt, last.failure.as_deref()), (99, None));
+        assert!(last.ended_at.is_some());
+        // An old state file without the new fields still loads.
+        let old: State = serde_json::from_str(r#"{"phase":"join","attempt":2,"joined":false,"node_name":"n","failure":null,"last_error":null,"updated_at":"","boot_id":"","config_fingerprint":""}"#).unwrap();
+        assert!(old.history.is_empty() && old.joined_since.is_none());
     }
 
     #[test]

@@ -77,7 +77,11 @@ impl Agent {
             }
         }
         match kubelet::check_kubelet_conf(&self.paths, &ca, &s.join.node_name) {
-            Ok(creds) => Ok(Some(Joined { creds, ca })),
+            Ok(creds) => Ok(Some(Joined {
+                creds,
+                ca,
+                fresh: false,
+            })),
             Err(problem) => {
                 warn!(
                     phase = Phase::AlreadyJoined.name(),

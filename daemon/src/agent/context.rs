@@ -13,6 +13,22 @@ impl Agent {
         state.attempt
     }
 
+    /// The attempt goes on past already-joined: it is one of the join's attempts.
+    pub(super) fn attempt_began(&self) {
+        let mut state = self.state.lock().expect("state lock");
+        let attempt = state.attempt;
+        state.attempt_started(attempt);
+    }
+
+    /// Records how the attempt under way ended (`None`: it did not fail), and saves.
+    pub(super) fn attempt_ended(&self, failure: Option<(&str, String)>) {
+        let mut state = self.state.lock().expect("state lock");
+        state.attempt_ended(failure);
+        if let Err(e) = state.save(&self.paths.state_file()) {
+            warn!("cannot save state: {e}");
+        }
+    }
+
     /// Logs the phase line, updates STATUS= and the state file.
     pub(super) fn enter(&self, phase: Phase, message: &str) {
         self.announce(phase, message);
@@ -29,6 +45,7 @@ impl Agent {
     pub(super) fn record_phase(&self, phase: Phase) {
         let mut state = self.state.lock().expect("state lock");
         state.phase = phase.name().to_string();
+        state.phase_since = crate::state::now_rfc3339();
         if let Err(e) = state.save(&self.paths.state_file()) {
             warn!("cannot save state: {e}");
         }

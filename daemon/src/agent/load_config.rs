@@ -53,6 +53,7 @@ pub async fn run(paths: Paths) -> Exit {
         systemd,
         state: Mutex::new(state),
         ready_sent: Mutex::new(false),
+        started: std::time::Instant::now(),
     };
     telemetry::spawn_watchdog();
     agent.main_loop().await

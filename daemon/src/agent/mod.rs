@@ -52,6 +52,8 @@ pub struct Agent {
     systemd: Systemd,
     state: Mutex<State>,
     ready_sent: Mutex<bool>,
+    /// When the agent started: a join's duration counts from here.
+    started: std::time::Instant,
 }
 
 /// How an attempt ends without a join.
@@ -72,6 +74,8 @@ impl From<Failure> for Stop {
 struct Joined {
     creds: KubeletCredentials,
     ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Joined by this run (kubeadm ran), not found joined at start.
+    fresh: bool,
 }
 
 impl Agent {
@@ -89,11 +93,14 @@ impl Agent {
                         return exit;
                     }
                 }
-                Err(Stop::Reconfigured(settings)) => tracing::info!(
-                    "the configuration changed while waiting ({} file(s), token id \"{}\"): starting over with it",
-                    settings.files.len(),
-                    settings.join.token.id()
-                ),
+                Err(Stop::Reconfigured(settings)) => {
+                    tracing::info!(
+                        "the configuration changed while waiting ({} file(s), token id \"{}\"): starting over with it",
+                        settings.files.len(),
+                        settings.join.token.id()
+                    );
+                    self.attempt_ended(None);
+                }
             }
             if let Err(exit) = self.reload_settings() {
                 return exit;
@@ -106,15 +113,18 @@ impl Agent {
         if let Some(joined) = self.already_joined()? {
             return Ok(self.start_joined(joined).await?);
         }
+        self.attempt_began();
         self.gate_kubelet().await?;
         let version = self.preflight().await?;
         let cluster = self.discovery().await?;
+        self.version_skew(version, &cluster).await?;
         self.settle_node_name(&cluster).await?;
         self.join(version, &cluster).await?;
         let creds = self.tls_bootstrap(&cluster).await?;
         let joined = Joined {
             creds,
             ca: cluster.ca,
+            fresh: true,
         };
         Ok(self.verify(joined).await?)
     }

@@ -47,10 +47,8 @@ impl Agent {
             let mut state = self.state.lock().expect("state lock");
             state.failure = Some(failure.class().to_string());
             state.last_error = Some(failure.to_string());
-            if let Err(e) = state.save(&self.paths.state_file()) {
-                warn!("cannot save state: {e}");
-            }
         }
+        self.attempt_ended(Some((failure.class(), failure.to_string())));
         if matches!(policy, Policy::Retry { cleanup: true })
             && !exhausted
             && let Err(e) = self.reset().await

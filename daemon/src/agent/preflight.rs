@@ -7,8 +7,8 @@ use super::{Agent, Phase, Stop};
 use crate::failure::Failure;
 use crate::kubeadm::{self, KubeadmVersion};
 use crate::preflight::{self, Verdict};
+use crate::skew;
 use crate::telemetry;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -129,37 +129,38 @@ impl Agent {
         Ok(version)
     }
 
-    /// kubelet must be started with a kubeconfig (kubeadm's drop-in passes
-    /// --bootstrap-kubeconfig and --kubeconfig), or after the join it runs standalone.
+    /// kubelet must be started with a kubeconfig, or after the join it runs standalone.
     async fn kubelet_flags(&self) -> preflight::Finding {
-        let unit = &self.settings.kubelet_unit;
-        let verdict = match self.systemd.unit_info(unit).await {
-            Err(e) => Verdict::Warn {
-                reason: e.to_string(),
-                fix: "check that systemd answers on D-Bus".into(),
-            },
-            Ok(info) => {
-                let mut files: Vec<PathBuf> = info
-                    .drop_in_paths
-                    .iter()
-                    .map(|p| self.paths.resolve(Path::new(p)))
-                    .collect();
-                if !info.fragment_path.is_empty() {
-                    files.push(self.paths.resolve(Path::new(&info.fragment_path)));
-                }
-                // kubeadm's drop-in reads these environment files for extra flags.
-                files.push(self.paths.at("/etc/default/kubelet"));
-                files.push(self.paths.at("/etc/sysconfig/kubelet"));
-                let texts: Vec<String> = files
-                    .iter()
-                    .filter_map(|f| std::fs::read_to_string(f).ok())
-                    .collect();
-                preflight::kubelet_unit::verdict(unit, &texts)
+        preflight::kubelet_unit::finding(&self.systemd, &self.paths, &self.settings.kubelet_unit)
+            .await
+    }
+
+    /// The version-skew policy, once the API server's version can be read with the
+    /// verified CA: a kubelet or kubeadm the cluster does not support stops the join
+    /// with both versions and the rule (unless `preflight.warn_only` lists
+    /// version-skew); an API server that will not say its version is only a warning.
+    pub(super) async fn version_skew(
+        &self,
+        kubeadm: KubeadmVersion,
+        cluster: &crate::discovery::ClusterInfo,
+    ) -> Result<(), Failure> {
+        let s = &self.settings;
+        let findings = match skew::findings(s, &cluster.ca, Some(kubeadm)).await {
+            Ok(findings) => findings,
+            Err(why) => {
+                warn!(
+                    phase = Phase::Discovery.name(),
+                    check = skew::CHECK,
+                    "{why}"
+                );
+                return Ok(());
             }
         };
-        preflight::Finding {
-            check: "kubelet-flags",
-            verdict,
+        let findings = preflight::downgrade(findings, &s.preflight.warn_only);
+        findings.iter().for_each(log_finding);
+        match preflight::first_failure(&findings) {
+            Some(f) => Err(failure_of(f)),
+            None => Ok(()),
         }
     }
 }

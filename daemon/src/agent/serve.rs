@@ -23,6 +23,13 @@ impl Agent {
             state.joined = true;
             state.failure = None;
             state.last_error = None;
+            if joined.fresh || state.joined_since.is_none() {
+                state.joined_since = Some(crate::state::now_rfc3339());
+                state.join_duration_ms = Some(self.started.elapsed().as_millis() as u64);
+            }
+        }
+        if joined.fresh {
+            self.attempt_ended(None);
         }
         self.enter(
             Phase::Serve,

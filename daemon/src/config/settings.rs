@@ -299,4 +299,5 @@ pub const CHECK_NAMES: &[&str] = &[
     "leftovers",
     "kubelet-flags",
     "etcd",
+    "version-skew",
 ];

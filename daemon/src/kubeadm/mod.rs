@@ -11,4 +11,4 @@ pub use join_config::{
 };
 pub use outcome::{KUBELET_HEALTH_WAIT, KUBELET_RESTART_FAILED, TLS_BOOTSTRAP_WAIT, classify};
 pub use supervisor::{Finished, Killed, Limits, LineWatch, run, run_watching};
-pub use version::{KubeadmVersion, query_version};
+pub use version::{KubeadmVersion, query_kubelet_version, query_version};

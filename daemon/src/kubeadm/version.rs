@@ -82,6 +82,33 @@ pub async fn query_version(kubeadm: &Path) -> Result<KubeadmVersion, Failure> {
     })
 }
 
+/// `kubelet --version` ("Kubernetes v1.29.7"): the kubelet's release, or why not.
+pub async fn query_kubelet_version(kubelet: &Path) -> Result<KubeadmVersion, String> {
+    let limits = Limits {
+        deadline: Duration::from_secs(30),
+        no_progress: Duration::from_secs(30),
+    };
+    let finished = run(kubelet, &["--version".to_string()], limits, &[], false)
+        .await
+        .map_err(|e| format!("cannot run {} --version: {e}", kubelet.display()))?;
+    let line = finished
+        .output
+        .iter()
+        .map(|l| l.text.trim())
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if finished.code != Some(0) {
+        return Err(format!(
+            "{} --version exited {}: {line}",
+            kubelet.display(),
+            finished.code.unwrap_or(-1)
+        ));
+    }
+    line.split_whitespace()
+        .find_map(KubeadmVersion::parse)
+        .ok_or_else(|| format!("{} --version printed {line:?}", kubelet.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

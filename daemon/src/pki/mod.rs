@@ -87,8 +87,12 @@ pub fn spki_pin(cert: &CertificateDer<'_>, what: &str) -> Result<CaPin, CertProb
 pub struct ClientCertSummary {
     /// Subject, for logs.
     pub subject: String,
+    /// Issuer.
+    pub issuer: String,
     /// NotAfter, RFC 3339.
     pub not_after: String,
+    /// NotAfter, Unix time.
+    pub not_after_unix: i64,
     /// Seconds until NotAfter.
     pub expires_in_secs: i64,
 }
@@ -177,9 +181,11 @@ pub fn check_kubelet_client_cert(
         .unwrap_or(0);
     Ok(ClientCertSummary {
         subject: subject.to_string(),
+        issuer: parsed.issuer().to_string(),
         not_after: not_after
             .to_rfc2822()
             .unwrap_or_else(|_| not_after.to_string()),
+        not_after_unix: not_after.timestamp(),
         expires_in_secs: not_after.timestamp() - now,
     })
 }

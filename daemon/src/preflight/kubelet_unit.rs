@@ -24,6 +24,45 @@ pub fn verdict(unit: &str, texts: &[String]) -> Verdict {
     }
 }
 
+/// kubelet must be started with a kubeconfig (kubeadm's drop-in passes
+/// --bootstrap-kubeconfig and --kubeconfig), or after the join it runs standalone: the
+/// unit file, its drop-ins and the environment files kubeadm's drop-in reads, judged.
+pub async fn finding(
+    systemd: &crate::systemd::Systemd,
+    paths: &crate::paths::Paths,
+    unit: &str,
+) -> super::Finding {
+    use std::path::{Path, PathBuf};
+    let verdict = match systemd.unit_info(unit).await {
+        Err(e) => super::Verdict::Warn {
+            reason: e.to_string(),
+            fix: "check that systemd answers on D-Bus".into(),
+        },
+        Ok(info) => {
+            let mut files: Vec<PathBuf> = info
+                .drop_in_paths
+                .iter()
+                .map(|p| paths.resolve(Path::new(p)))
+                .collect();
+            if !info.fragment_path.is_empty() {
+                files.push(paths.resolve(Path::new(&info.fragment_path)));
+            }
+            // kubeadm's drop-in reads these environment files for extra flags.
+            files.push(paths.at("/etc/default/kubelet"));
+            files.push(paths.at("/etc/sysconfig/kubelet"));
+            let texts: Vec<String> = files
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .collect();
+            verdict(unit, &texts)
+        }
+    };
+    super::Finding {
+        check: "kubelet-flags",
+        verdict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
