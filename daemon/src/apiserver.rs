@@ -167,7 +167,22 @@ impl ApiClient {
         path: &str,
         what: &str,
     ) -> Result<(u16, Vec<u8>), ApiError> {
+        self.send_body(method, path, what, None).await
+    }
+
+    async fn send_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        what: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(u16, Vec<u8>), ApiError> {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
+        }
         if let Some(bearer) = &self.bearer {
             request = request.bearer_auth(bearer);
         }
@@ -208,6 +223,65 @@ impl ApiClient {
                     })?;
                 Ok(Some(readiness(&node)))
             }
+            other => Err(ApiError {
+                what,
+                detail: format!("HTTP {other}"),
+                status: Some(other),
+            }),
+        }
+    }
+
+    /// Merges `annotations` into the Node's (a JSON merge patch, as the kubelet does for
+    /// its own Node).
+    pub async fn annotate_node(
+        &self,
+        name: &str,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        let what = format!("annotating Node {name}");
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        let (status, _) = self
+            .send_body(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/nodes/{name}"),
+                &what,
+                Some((
+                    "application/merge-patch+json",
+                    serde_json::to_vec(&patch).expect("a patch serializes"),
+                )),
+            )
+            .await?;
+        match status {
+            200 | 201 => Ok(()),
+            other => Err(ApiError {
+                what,
+                detail: format!("HTTP {other}"),
+                status: Some(other),
+            }),
+        }
+    }
+
+    /// Creates `event` in `namespace`; an Event that already exists (a retry after a
+    /// lost answer) counts as created.
+    pub async fn create_event(
+        &self,
+        namespace: &str,
+        event: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let what = format!("creating an Event in {namespace}");
+        let (status, _) = self
+            .send_body(
+                reqwest::Method::POST,
+                &format!("/api/v1/namespaces/{namespace}/events"),
+                &what,
+                Some((
+                    "application/json",
+                    serde_json::to_vec(event).expect("an Event serializes"),
+                )),
+            )
+            .await?;
+        match status {
+            200 | 201 | 409 => Ok(()),
             other => Err(ApiError {
                 what,
                 detail: format!("HTTP {other}"),

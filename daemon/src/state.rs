@@ -44,6 +44,16 @@ pub struct State {
     /// story the Node's Events tell once the node has credentials to post them.
     #[serde(default)]
     pub history: Vec<AttemptRecord>,
+    /// The kubeadm release the join ran with.
+    #[serde(default)]
+    pub kubeadm_version: Option<String>,
+    /// Whether the join record (the Node's annotations and the Joined Event) is posted.
+    #[serde(default)]
+    pub join_recorded: bool,
+    /// What the serve phase sees wrong now (the kubelet's certificate, the kubelet
+    /// unit), each with the recovery that applies; empty when all is well.
+    #[serde(default)]
+    pub watch: Vec<String>,
 }
 
 /// One join attempt, as the state file keeps it.

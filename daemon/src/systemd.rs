@@ -317,6 +317,29 @@ impl Systemd {
         Ok(ReloadsEnding(stream))
     }
 
+    /// Resolves each time one of `unit`'s properties changes (its state, its restarts):
+    /// the serve phase watches kubelet this way instead of polling it.
+    pub async fn unit_changes(&self, unit: &str) -> Result<UnitChanges, SystemdError> {
+        let action = format!("watching {unit}");
+        let path = self
+            .manager
+            .load_unit(unit)
+            .await
+            .map_err(bus_err(action.clone()))?;
+        let proxy = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(bus_err(action.clone()))?;
+        let stream = proxy
+            .receive_properties_changed()
+            .await
+            .map_err(bus_err(action))?;
+        Ok(UnitChanges(stream))
+    }
+
     /// Results of the jobs of `unit` that end from now on.
     pub async fn job_results(&self) -> Result<JobResults, SystemdError> {
         let stream = self
@@ -365,5 +388,15 @@ impl JobResults {
             }
         }
         None
+    }
+}
+
+/// Changes of one unit's properties.
+pub struct UnitChanges(zbus::fdo::PropertiesChangedStream);
+
+impl UnitChanges {
+    /// Resolves at the next change; `None` when the bus connection is gone.
+    pub async fn next(&mut self) -> Option<()> {
+        self.0.next().await.map(|_| ())
     }
 }

@@ -28,6 +28,7 @@ mod node_name;
 mod phase;
 mod policy;
 mod preflight;
+mod record;
 mod serve;
 mod tls_bootstrap;
 mod verify;

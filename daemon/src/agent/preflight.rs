@@ -35,6 +35,7 @@ impl Agent {
             return Err(failure_of(f).into());
         }
         let version = kubeadm::query_version(&s.kubeadm_path).await?;
+        self.state.lock().expect("state lock").kubeadm_version = Some(version.to_string());
         info!(
             phase = Phase::Preflight.name(),
             "[pass] kubeadm: {version} at {}",

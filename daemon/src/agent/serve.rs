@@ -6,6 +6,7 @@ use super::wait::{next_event, watch_dirs};
 use super::{Agent, Exit, Joined, Phase};
 use crate::kubelet;
 use crate::pki;
+use crate::systemd::UnitChanges;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -39,12 +40,23 @@ impl Agent {
             ),
         );
         self.ready();
+        self.record_join(&joined).await;
         let mut files = watch_dirs(&[
             self.paths.kubelet_dir().join("pki"),
             self.paths.kubernetes_dir(),
         ]);
+        let unit = &self.settings.kubelet_unit;
+        let mut kubelet_changes = match self.systemd.unit_changes(unit).await {
+            Ok(changes) => Some(changes),
+            Err(e) => {
+                warn!("cannot watch {unit} ({e}); its failures are not reported");
+                None
+            }
+        };
+        let mut restarts = self.systemd.restarts(unit).await.unwrap_or(0);
         let mut ca = joined.ca;
         let mut said = String::new();
+        let mut kubelet_said: Option<String> = None;
         loop {
             if let Ok(pem) = std::fs::read(self.paths.cluster_ca())
                 && let Ok(fresh) = pki::pem_certificates(&pem, "cluster CA")
@@ -61,10 +73,59 @@ impl Agent {
                 }
                 said = says;
             }
+            let kubelet = self.kubelet_problem(&mut restarts).await;
+            if kubelet != kubelet_said {
+                match &kubelet {
+                    Some(problem) => warn!("{problem}"),
+                    None if kubelet_said.is_some() => info!("{unit} is running again"),
+                    None => {}
+                }
+                kubelet_said = kubelet.clone();
+            }
+            self.watch_says(seen.problem().into_iter().chain(kubelet).collect());
             let next_look = seen.next_look();
             tokio::select! {
                 _ = tokio::time::sleep(next_look.min(LONGEST_SLEEP)) => {}
                 _ = next_event(&mut files) => {}
+                changed = next_change(&mut kubelet_changes) => {
+                    if changed.is_none() {
+                        kubelet_changes = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What is wrong with the kubelet's unit now, with the recovery that applies;
+    /// counts its automatic restarts.
+    async fn kubelet_problem(&self, restarts: &mut u32) -> Option<String> {
+        let unit = &self.settings.kubelet_unit;
+        let info = self.systemd.unit_info(unit).await.ok()?;
+        let now = self.systemd.restarts(unit).await.unwrap_or(*restarts);
+        if now > *restarts {
+            info!("{unit} was restarted by systemd ({now} automatic restarts)");
+        }
+        *restarts = now;
+        match (info.active_state.as_str(), info.sub_state.as_str()) {
+            ("active", _) | ("reloading", _) => None,
+            ("activating", "auto-restart") | ("failed", _) => Some(format!(
+                "{unit} is {} ({}) after {now} automatic restarts: it keeps exiting, and systemd restarts it (Restart=always); see `journalctl -u kubelet` (an exit at start is usually a bad flag or config.yaml)",
+                info.active_state, info.sub_state
+            )),
+            ("activating", _) => None,
+            (state, sub) => Some(format!(
+                "{unit} is {state} ({sub}): the node turns NotReady; start it with `systemctl start {unit}`"
+            )),
+        }
+    }
+
+    /// Keeps what the serve phase sees wrong in the state file, for `status`.
+    fn watch_says(&self, problems: Vec<String>) {
+        let mut state = self.state.lock().expect("state lock");
+        if state.watch != problems {
+            state.watch = problems;
+            if let Err(e) = state.save(&self.paths.state_file()) {
+                warn!("cannot save state: {e}");
             }
         }
     }
@@ -109,6 +170,14 @@ enum Credentials {
 }
 
 impl Credentials {
+    /// The problem with its recovery, when there is one.
+    fn problem(&self) -> Option<String> {
+        match self {
+            Credentials::Valid { .. } => None,
+            other => Some(other.to_string()),
+        }
+    }
+
     /// When to look again without a file event: when the expiry warning comes due,
     /// when the certificate expires.
     fn next_look(&self) -> Duration {
@@ -118,5 +187,12 @@ impl Credentials {
             Credentials::Invalid(_) => LONGEST_SLEEP.as_secs() as i64,
         };
         Duration::from_secs(secs.max(1) as u64)
+    }
+}
+
+async fn next_change(changes: &mut Option<UnitChanges>) -> Option<()> {
+    match changes {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
     }
 }

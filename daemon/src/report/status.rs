@@ -28,6 +28,9 @@ pub struct Status {
     pub join_duration_seconds: Option<f64>,
     /// The last failure, while the node is not joined.
     pub last_failure: Option<LastFailure>,
+    /// Once joined: what the agent sees wrong now (the kubelet's client certificate,
+    /// the kubelet unit), each with its recovery; empty when all is well.
+    pub problems: Vec<String>,
     /// When the state file was last written (RFC 3339).
     pub updated_at: String,
 }
@@ -61,6 +64,7 @@ pub fn from_state(state: &State, now: SystemTime) -> Status {
             class: class.clone(),
             message: state.last_error.clone().unwrap_or_default(),
         }),
+        problems: state.watch.clone(),
         updated_at: state.updated_at.clone(),
     }
 }
@@ -92,6 +96,9 @@ pub fn text(s: &Status) -> String {
     out += &format!("attempt:    {}\n", s.attempt);
     if let Some(f) = &s.last_failure {
         out += &format!("failure:    {}\nlast error: {}\n", f.class, f.message);
+    }
+    for p in &s.problems {
+        out += &format!("problem:    {p}\n");
     }
     out += &format!("updated:    {}\n", s.updated_at);
     out
