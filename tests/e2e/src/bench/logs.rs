@@ -201,8 +201,10 @@ pub fn unit_messages<'a>(
     })
 }
 
-/// systemd's "start job done" entries for `unit` (JOB_TYPE start or restart,
-/// JOB_RESULT=done), as timestamps.
+/// systemd's "Started" entries for `unit` (JOB_TYPE start or restart, JOB_RESULT=done,
+/// the "unit started" message id), as timestamps. The message id matters: systemd 252
+/// logs the stop half of a restart job as "Stopped" with JOB_TYPE=restart and
+/// JOB_RESULT=done, and its start half as JOB_TYPE=start.
 pub fn start_jobs_done(entries: &[Value], unit: &str) -> Vec<u64> {
     entries
         .iter()
@@ -210,6 +212,7 @@ pub fn start_jobs_done(entries: &[Value], unit: &str) -> Vec<u64> {
             string_field(e, "UNIT") == Some(unit)
                 && string_field(e, "JOB_RESULT") == Some("done")
                 && matches!(string_field(e, "JOB_TYPE"), Some("start" | "restart"))
+                && string_field(e, "MESSAGE_ID") == Some(MESSAGE_UNIT_STARTED)
         })
         .map(timestamp)
         .collect()
@@ -218,6 +221,22 @@ pub fn start_jobs_done(entries: &[Value], unit: &str) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_half_of_a_restart_is_no_start() {
+        let entry = |t: &str, id: &str, ty: &str| {
+            serde_json::json!({"__REALTIME_TIMESTAMP": t, "UNIT": "kubelet.service",
+                               "MESSAGE_ID": id, "JOB_TYPE": ty, "JOB_RESULT": "done"})
+        };
+        let stopped = "9d1aaa27d60140bd96365438aad20286";
+        let entries = [
+            entry("1", MESSAGE_UNIT_STARTED, "start"),
+            entry("2", stopped, "restart"),
+            entry("3", MESSAGE_UNIT_STARTED, "start"),
+            entry("4", stopped, "stop"),
+        ];
+        assert_eq!(start_jobs_done(&entries, "kubelet.service"), vec![1, 3]);
+    }
 
     #[test]
     fn rfc3339_round_trips_the_fakes_format() {
