@@ -106,13 +106,12 @@ fn version_cmd(p: &args::Parsed, v: KubeVersion) -> i32 {
 /// the event log records last.
 pub fn run(argv: Vec<String>) -> i32 {
     let root = Root::from_env();
-    let code = run_in(&root, argv);
+    let code = run_in(root.clone(), argv);
     events::record(&root, &format!("exit {code}"));
     code
 }
 
-fn run_in(root: &Root, argv: Vec<String>) -> i32 {
-    let root = root.clone();
+fn run_in(root: Root, argv: Vec<String>) -> i32 {
     log_invocation(&root, &argv);
     let knobs = match env::Knobs::load(&root) {
         Ok(k) => k,
