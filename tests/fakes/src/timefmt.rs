@@ -16,6 +16,14 @@ pub fn rfc3339(t: SystemTime) -> String {
     utc(t).format(&fmt).unwrap_or_default()
 }
 
+/// RFC 3339 with microseconds, UTC (the fake kubeadm's invocation and event logs, which
+/// time sub-millisecond intervals such as kubeadm's last file → kubelet started).
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    utc(t).format(&fmt).unwrap_or_default()
+}
+
 /// `metav1.Time` as JSON: RFC 3339, whole seconds, UTC.
 pub fn k8s(t: SystemTime) -> String {
     let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
@@ -52,6 +60,7 @@ mod tests {
     fn formats() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_micros(t), "2023-11-14T22:13:20.123456Z");
         assert_eq!(k8s(t), "2023-11-14T22:13:20Z");
         assert_eq!(cert_file_stamp(t), "2023-11-14-22-13-20");
         assert_eq!(klog(t), "1114 22:13:20.123456");

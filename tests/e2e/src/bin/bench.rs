@@ -1,104 +1,145 @@
-//! Measures the agent on real systemd nodes: time from the agent's start to `serve`
-//! (joined), the kubelet handoff latency (kubeadm writes its last kubelet file → kubelet
-//! is started), and the agent's peak memory. `cargo run -p kja-e2e --bin bench [RUNS]`
-//! prints a Markdown table for the README. Needs root, like every scenario.
+//! Benchmark for the issue "React at once", on real systemd nodes against the fake
+//! control plane: handoff latency and kubelet starts, closing the gate, join wall time,
+//! time from a fix to kubeadm running again in each waiting phase, the cold control
+//! plane, failure latency, memory, wakeups and binary size; for the agent under test,
+//! a baseline agent binary (interleaved, same machine, same run), and the no-agent
+//! reference where there is one. Prints a Markdown table for the README; `--json` keeps
+//! every raw sample. A program, not a test: the targets are reported, never asserted.
+//!
+//! `cargo run -p kja-e2e --release --bin bench -- --help` (as root).
 
-use anyhow::{Context, Result, anyhow};
-use kja_e2e::install::AGENT_UNIT;
-use kja_e2e::scenario::{boot, prepare, string_field, timestamp, wait_joined};
-use std::time::Duration;
+#[path = "../bench/mod.rs"]
+mod bench;
 
-struct Sample {
-    join_ms: f64,
-    handoff_ms: f64,
-    peak_rss_kib: u64,
+use anyhow::{Context, Result, bail};
+use bench::machine::Machine;
+use bench::nodes::Subject;
+use bench::{Bench, Column};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The agent under test: `$KJA_AGENT_BIN`, else the release build, else the debug one.
+fn agent_under_test() -> PathBuf {
+    if std::env::var_os("KJA_AGENT_BIN").is_some() {
+        return kja_e2e::paths::agent_bin();
+    }
+    let release = kja_e2e::paths::target_dir().join("release/kube-join-agent");
+    if release.is_file() {
+        release
+    } else {
+        kja_e2e::paths::agent_bin()
+    }
+}
+
+fn describe(bin: &std::path::Path) -> String {
+    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+    format!(
+        "{} ({:.1} MiB)",
+        bin.display(),
+        size as f64 / (1024.0 * 1024.0)
+    )
 }
 
 fn main() -> Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(5);
-    let mut samples = Vec::new();
-    for run in 0..runs {
-        let name = format!("bench_{run}");
-        let (node, _cp) = prepare(&name, |i| i);
-        boot(&node)?;
-        wait_joined(&node, Duration::from_secs(120))?;
-        let sample = measure(&node).with_context(|| format!("run {run}"))?;
-        eprintln!(
-            "run {run}: joined {:.0} ms after the agent started, kubelet started {:.0} ms after kubeadm's last kubelet file, peak RSS {} KiB",
-            sample.join_ms, sample.handoff_ms, sample.peak_rss_kib
-        );
-        samples.push(sample);
-        node.poweroff()?;
-    }
-    let bin = std::fs::metadata(kja_e2e::paths::agent_bin())?.len();
-    println!(
-        "| measure ({runs} runs, debug build of {} KiB) | min | median | max |",
-        bin / 1024
-    );
-    println!("| --- | --- | --- | --- |");
-    row(
-        "agent start → node joined (ms)",
-        samples.iter().map(|s| s.join_ms).collect(),
-    );
-    row(
-        "kubeadm writes kubelet files → kubelet started (ms)",
-        samples.iter().map(|s| s.handoff_ms).collect(),
-    );
-    row(
-        "agent peak RSS (KiB)",
-        samples.iter().map(|s| s.peak_rss_kib as f64).collect(),
-    );
-    Ok(())
-}
-
-fn row(what: &str, mut values: Vec<f64>) {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let median = values[values.len() / 2];
-    println!(
-        "| {what} | {:.0} | {:.0} | {:.0} |",
-        values[0],
-        median,
-        values[values.len() - 1]
-    );
-}
-
-fn measure(node: &kja_e2e::Node) -> Result<Sample> {
-    let entries = node.journal_entries(None)?;
-    let at = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Result<u64> {
-        entries
-            .iter()
-            .filter(|e| pred(e))
-            .map(timestamp)
-            .min()
-            .ok_or_else(|| anyhow!("event not in the journal"))
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(opts) = bench::cli::parse(&args)? else {
+        print!("{}", bench::cli::USAGE);
+        return Ok(());
     };
-    let message =
-        |e: &serde_json::Value| string_field(e, "MESSAGE").unwrap_or_default().to_string();
-    let agent_start = at(&|e| {
-        string_field(e, "UNIT") == Some(AGENT_UNIT) && string_field(e, "JOB_TYPE") == Some("start")
-    })
-    .or_else(|_| at(&|e| message(e).starts_with("phase load-config:")))?;
-    let serve = at(&|e| message(e).starts_with("phase serve:"))?;
-    let files_written = at(&|e| message(e).contains("Writing kubelet environment file"))?;
-    let kubelet_started = at(&|e| {
-        string_field(e, "UNIT") == Some("kubelet.service")
-            && string_field(e, "JOB_TYPE") == Some("start")
-            && string_field(e, "JOB_RESULT") == Some("done")
-    })?;
-    let pid = node.exec_ok(&["systemctl", "show", "-p", "MainPID", "--value", AGENT_UNIT])?;
-    let status = node.exec_ok(&["cat", &format!("/proc/{}/status", pid.trim())])?;
-    let peak_rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmHWM in /proc/{}/status", pid.trim()))?;
-    Ok(Sample {
-        join_ms: (serve.saturating_sub(agent_start)) as f64 / 1000.0,
-        handoff_ms: (kubelet_started.saturating_sub(files_written)) as f64 / 1000.0,
-        peak_rss_kib,
-    })
+    kja_e2e::require_root()?;
+    let agent = agent_under_test();
+    kja_e2e::paths::require_file(
+        &agent,
+        "build the agent: cargo build --release -p kube-join-agent",
+    )?;
+    let mut agents = vec![(Column::Agent, Subject::Agent(agent.clone()))];
+    if let Some(base) = &opts.baseline {
+        let base = base
+            .canonicalize()
+            .with_context(|| format!("--baseline-agent {}", base.display()))?;
+        if !base.is_file() {
+            bail!("--baseline-agent {} is not a file", base.display());
+        }
+        agents.push((Column::Baseline, Subject::Agent(base)));
+    }
+    let baseline = opts.baseline.is_some();
+    let json_path = opts.json.clone();
+    let runs = opts.runs;
+    let cap = opts.cap;
+    let b = Bench::new(opts, agents.clone());
+    let mut machine = Machine::at_start();
+    let started = Instant::now();
+    let started_at = bench::logs::now_us();
+    eprintln!(
+        "bench: {runs} runs; agent {}; load average {}",
+        describe(&agent),
+        machine.load_start
+    );
+
+    if bench::join::wanted(&b) {
+        bench::join::run(&b);
+    }
+    if bench::cold::wanted(&b) {
+        bench::cold::run(&b);
+    }
+    if bench::fix::wanted(&b) {
+        bench::fix::run(&b);
+    }
+    if b.wants("wakeups") {
+        bench::resources::run_wakeups(&b);
+    }
+    if b.wants("size") {
+        bench::resources::run_size(&b);
+    }
+    machine.load_end = bench::machine::load_average();
+    let took = started.elapsed();
+
+    let samples = b.samples();
+    let mut agents_text = format!("agent under test: {}", describe(&agent));
+    for (column, subject) in &agents {
+        if let (Column::Baseline, Subject::Agent(bin)) = (column, subject) {
+            agents_text.push_str(&format!("; baseline: {}", describe(bin)));
+        }
+    }
+    println!(
+        "Machine: {}, {} cores, Linux {}, {} in the nodes; load average {} at start, {} at end{}.",
+        machine.cpu,
+        machine.cores,
+        machine.kernel,
+        machine.systemd,
+        machine.load_start,
+        machine.load_end,
+        if machine.busy() {
+            " (busy: more runnable tasks than cores)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{agents_text}. {runs} runs, {:.1} min; fix waits capped at {} s.\n",
+        took.as_secs_f64() / 60.0,
+        cap.as_secs()
+    );
+    print!("{}", bench::report::table(&samples, baseline, runs));
+
+    if let Some(path) = json_path {
+        let header = json!({
+            "started_unix_us": started_at,
+            "took_s": took.as_secs_f64(),
+            "runs": runs,
+            "cap_s": cap.as_secs_f64(),
+            "agent": agent,
+            "baseline": agents.iter().find(|(c, _)| *c == Column::Baseline).map(|(_, s)| match s {
+                Subject::Agent(p) => p.display().to_string(),
+                Subject::NoAgent => String::new(),
+            }),
+            "args": args,
+        });
+        let doc = bench::report::json(&samples, &machine, header);
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: raw samples in {}", path.display());
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! requests.log, and the last valid knobs stay in force: a harness that rewrites the file
 //! non-atomically must not make every token vanish for one request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +25,11 @@ pub struct TokenKnob {
     /// Expired tokens lose their JWS in cluster-info and fail authentication.
     #[serde(default)]
     pub expired: bool,
+    /// A token just created: its `jws-kubeconfig-<id>` appears in cluster-info only this
+    /// many seconds after the token is first seen, as the controller manager's bootstrap
+    /// signer adds it a moment later. It authenticates at once.
+    #[serde(default)]
+    pub signed_after_secs: Option<f64>,
 }
 
 /// CSR approval policy.
@@ -150,6 +155,14 @@ impl Knobs {
                     t.id
                 );
             }
+            if let Some(s) = t.signed_after_secs
+                && !(s.is_finite() && s >= 0.0)
+            {
+                bail!(
+                    "knobs.json: token {:?}: signed_after_secs must be a non-negative number",
+                    t.id
+                );
+            }
         }
         if let Some(v) = &knobs.kubernetes_version {
             KubeVersion::parse(v).context("knobs.json: kubernetes_version")?;
@@ -240,6 +253,9 @@ pub struct KnobSource {
     node_first_seen: HashMap<String, SystemTime>,
     /// When `anonymous_forbidden_for_secs` was first seen (forgotten once it is absent).
     anonymous_first_seen: Option<SystemTime>,
+    /// When each token id with `signed_after_secs` was first seen (forgotten once the
+    /// token is absent, so writing it again creates it anew).
+    token_first_seen: HashMap<String, SystemTime>,
 }
 
 /// Outcome of reading the knobs for one request.
@@ -250,6 +266,8 @@ pub struct Snapshot {
     pub error: Option<String>,
     /// End of the `anonymous_forbidden_for_secs` window (first sighting + N s).
     pub anonymous_forbidden_until: Option<SystemTime>,
+    /// Ids of tokens whose `signed_after_secs` has not passed yet: no JWS in cluster-info.
+    pub unsigned_tokens: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -289,6 +307,7 @@ impl KnobSource {
             fail_left: 0,
             node_first_seen: HashMap::new(),
             anonymous_first_seen: None,
+            token_first_seen: HashMap::new(),
         }
     }
 
@@ -327,10 +346,26 @@ impl KnobSource {
                 None
             }
         };
+        let delayed: Vec<(&str, f64)> = self
+            .last_good
+            .tokens
+            .iter()
+            .filter_map(|t| Some((t.id.as_str(), t.signed_after_secs?)))
+            .collect();
+        self.token_first_seen
+            .retain(|id, _| delayed.iter().any(|(d, _)| d == id));
+        let mut unsigned_tokens = BTreeSet::new();
+        for (id, secs) in delayed {
+            let first = *self.token_first_seen.entry(id.to_owned()).or_insert(now);
+            if now < first + Duration::from_secs_f64(secs.clamp(0.0, 1e9)) {
+                unsigned_tokens.insert(id.to_owned());
+            }
+        }
         Snapshot {
             knobs: self.last_good.clone(),
             error,
             anonymous_forbidden_until,
+            unsigned_tokens,
         }
     }
 
@@ -465,6 +500,57 @@ mod tests {
         assert_eq!(
             src.read(at(200)).anonymous_denial(at(200)),
             Some(AnonymousDenial::AllButPublicInfo)
+        );
+    }
+
+    #[test]
+    fn a_new_token_is_signed_after_its_delay_from_first_sighting() {
+        let dir = tempfile::tempdir().unwrap();
+        let knobs = dir.path().join("knobs.json");
+        let mut src = KnobSource::new(dir.path());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        std::fs::write(
+            &knobs,
+            r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef"},
+                          {"id":"newtok","secret":"0123456789abcdef","signed_after_secs":2.5}]}"#,
+        )
+        .unwrap();
+        let unsigned = |src: &mut KnobSource, ms| src.read(at(ms)).unsigned_tokens;
+        // Counted from the first read that sees it, not from the server's start.
+        assert_eq!(
+            unsigned(&mut src, 10_000),
+            BTreeSet::from(["newtok".to_owned()])
+        );
+        assert_eq!(
+            unsigned(&mut src, 12_499),
+            BTreeSet::from(["newtok".to_owned()])
+        );
+        assert!(unsigned(&mut src, 12_500).is_empty());
+        // The token authenticates while unsigned.
+        let snap = src.read(at(10_000));
+        assert!(
+            snap.knobs
+                .valid_token(&BootstrapToken::parse("newtok.0123456789abcdef").unwrap())
+        );
+        // Deleted and created again: a new delay.
+        std::fs::write(&knobs, r#"{"tokens":[]}"#).unwrap();
+        assert!(unsigned(&mut src, 20_000).is_empty());
+        std::fs::write(
+            &knobs,
+            r#"{"tokens":[{"id":"newtok","secret":"0123456789abcdef","signed_after_secs":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsigned(&mut src, 30_000),
+            BTreeSet::from(["newtok".to_owned()])
+        );
+        assert!(unsigned(&mut src, 31_000).is_empty());
+        assert!(
+            Knobs::parse(
+                r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef","signed_after_secs":-1}]}"#
+            )
+            .is_err()
         );
     }
 

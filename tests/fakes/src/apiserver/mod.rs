@@ -115,6 +115,8 @@ mod tests {
     use crate::apiserver::knobs::Knobs;
     use crate::apiserver::routes::{Call, route};
 
+    static ALL_SIGNED: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+
     fn call<'a>(
         state: &'a State,
         knobs: &'a Knobs,
@@ -129,6 +131,7 @@ mod tests {
             method,
             body,
             now: SystemTime::now(),
+            unsigned_tokens: &ALL_SIGNED,
         }
     }
 
@@ -163,6 +166,18 @@ mod tests {
             "0123456789abcdef"
         ));
         assert!(v["data"].get("jws-kubeconfig-zzzzzz").is_none());
+        // A token the bootstrap signer has not got to yet: no signature either.
+        let unsigned = std::collections::BTreeSet::from(["abcdef".to_owned()]);
+        let r = route(
+            &Call {
+                unsigned_tokens: &unsigned,
+                ..call(&state, &knobs, &anon, "GET", b"")
+            },
+            "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(v["data"].get("jws-kubeconfig-abcdef").is_none());
+        assert!(v["data"]["kubeconfig"].is_string());
 
         // A bootstrapper's node CSR is approved and signed at once.
         let boot = crate::apiserver::auth::authenticate(

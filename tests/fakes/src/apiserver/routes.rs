@@ -2,6 +2,7 @@
 //! the store lock (the objects are tiny; holding the lock for one file write is simpler
 //! than ordering concurrent writers).
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -35,6 +36,8 @@ pub struct Call<'a> {
     pub body: &'a [u8],
     /// Request time.
     pub now: SystemTime,
+    /// Tokens not signed yet (`signed_after_secs`): no JWS in cluster-info.
+    pub unsigned_tokens: &'a BTreeSet<String>,
 }
 
 fn method_not_allowed() -> Reply {
@@ -170,11 +173,17 @@ fn get_config_map(c: &Call<'_>, ns: &str, name: &str) -> Reply {
 }
 
 /// cluster-info: the kubeconfig plus one JWS per valid token (the bootstrap signer drops
-/// the signature of a token once it expires or is deleted).
+/// the signature of a token once it expires or is deleted, and adds a new token's a
+/// moment after it is created).
 fn cluster_info_data(c: &Call<'_>) -> Value {
     let kubeconfig = kubeconfig::cluster_info(&c.state.server_url, c.state.pki.ca_pem.as_bytes());
     let mut data = serde_json::Map::new();
-    for t in c.knobs.tokens.iter().filter(|t| !t.expired) {
+    for t in c
+        .knobs
+        .tokens
+        .iter()
+        .filter(|t| !t.expired && !c.unsigned_tokens.contains(&t.id))
+    {
         data.insert(
             format!("jws-kubeconfig-{}", t.id),
             json!(jws::sign_detached(&kubeconfig, &t.id, &t.secret)),

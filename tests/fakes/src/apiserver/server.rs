@@ -277,6 +277,7 @@ async fn handle(
                     method: &method,
                     body: bytes,
                     now,
+                    unsigned_tokens: &snap.unsigned_tokens,
                 };
                 routes::route(&call, &path)
             }

@@ -14,6 +14,8 @@ pub const KNOB_FILE: &str = "/etc/fake-k8s/kubeadm.env";
 pub const FAILURE_COUNTER: &str = "/var/lib/fake-k8s/kubeadm-failures";
 /// Node path of the invocation log.
 pub const INVOCATION_LOG: &str = "/var/lib/fake-k8s/kubeadm-invocations.log";
+/// Node path of the event log (events.rs).
+pub const EVENT_LOG: &str = "/var/lib/fake-k8s/kubeadm-events.log";
 
 /// Where `HANG_AFTER` freezes the join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -381,13 +381,14 @@ async fn run_inner(
             })
             .collect(),
     };
+    let systemctl = Systemctl::detect(&root);
     let mut data = JoinData {
         root,
         knobs,
         cfg,
         verbosity: p.verbosity(),
         ignore,
-        systemctl: Systemctl::detect(),
+        systemctl,
         hostname,
         discovered: None,
         kubelet_config: None,

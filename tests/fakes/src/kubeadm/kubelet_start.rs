@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{KubeadmError, generic};
+use super::events;
 use super::join::JoinData;
 use super::waits::{self, JOIN_FAIL_MSG};
 use super::{env::HangPoint, hang};
@@ -32,7 +33,9 @@ impl Drop for RemoveOnDrop {
 
 fn write(data: &JoinData, node_path: &str, content: &[u8], mode: u32) -> Result<(), KubeadmError> {
     write_atomic(&data.root.path(node_path), content, mode)
-        .map_err(|e| generic(format!("failed to write {node_path}: {e:#}")))
+        .map_err(|e| generic(format!("failed to write {node_path}: {e:#}")))?;
+    events::record(&data.root, &format!("wrote {node_path}"));
+    Ok(())
 }
 
 /// `KUBELET_KUBEADM_ARGS`: kubeadm's flags, then kubeletExtraArgs overriding them,

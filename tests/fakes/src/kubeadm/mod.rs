@@ -8,6 +8,7 @@ pub mod cp;
 pub mod discovery;
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod join;
 pub mod kubelet_start;
 pub mod preflight;
@@ -61,12 +62,13 @@ fn log_invocation(root: &Root, argv: &[String]) {
         .collect();
     let line = format!(
         "{} {}",
-        timefmt::rfc3339(SystemTime::now()),
+        timefmt::rfc3339_micros(SystemTime::now()),
         shown.join(" ")
     );
     if let Err(e) = fsroot::append_line(&root.path(env::INVOCATION_LOG), &line) {
         eprintln!("fake-kubeadm: warning: {e:#}");
     }
+    events::record(root, &format!("start {}", shown.join(" ")));
 }
 
 fn cobra_error(msg: &str) -> i32 {
@@ -100,9 +102,16 @@ fn version_cmd(p: &args::Parsed, v: KubeVersion) -> i32 {
     0
 }
 
-/// Runs kubeadm with `argv` (including the program name); returns the exit code.
+/// Runs kubeadm with `argv` (including the program name); returns the exit code, which
+/// the event log records last.
 pub fn run(argv: Vec<String>) -> i32 {
     let root = Root::from_env();
+    let code = run_in(root.clone(), argv);
+    events::record(&root, &format!("exit {code}"));
+    code
+}
+
+fn run_in(root: Root, argv: Vec<String>) -> i32 {
     log_invocation(&root, &argv);
     let knobs = match env::Knobs::load(&root) {
         Ok(k) => k,

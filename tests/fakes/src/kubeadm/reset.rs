@@ -89,7 +89,7 @@ pub fn run(p: &Parsed, root: &Root, version: KubeVersion) -> Result<(), KubeadmE
     let ignore = preflight::ignore_set(&p.list("ignore-preflight-errors"), &[])?;
     preflight::run_root_check(&ignore).map_err(|e| e.in_phase("preflight"))?;
 
-    if let Some(s) = Systemctl::detect() {
+    if let Some(s) = Systemctl::detect(root) {
         println!("[reset] Stopping the kubelet service");
         if let Err(e) = s.stop("kubelet") {
             println!("[reset] The kubelet service could not be stopped by kubeadm: [{e}]");

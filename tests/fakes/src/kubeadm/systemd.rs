@@ -2,17 +2,32 @@
 //! with output discarded, failures reported as Go's `exit status N`.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+
+use super::events;
+use crate::fsroot::Root;
 
 /// `systemctl`, found on PATH like Go's `exec.LookPath`.
 #[derive(Debug, Clone)]
 pub struct Systemctl {
     path: PathBuf,
+    /// Where the event log goes.
+    root: Root,
+}
+
+/// `exit=<code>` for the event log.
+fn exit_text(status: &std::io::Result<ExitStatus>) -> String {
+    match status.as_ref().map(|s| s.code()) {
+        Ok(Some(c)) => c.to_string(),
+        Ok(None) => "signal".to_owned(),
+        Err(_) => "error".to_owned(),
+    }
 }
 
 impl Systemctl {
-    /// `None` when there is no systemctl ("No supported init system detected").
-    pub fn detect() -> Option<Self> {
+    /// `None` when there is no systemctl ("No supported init system detected"). Calls
+    /// are recorded in the event log under `root`.
+    pub fn detect(root: &Root) -> Option<Self> {
         use std::os::unix::fs::PermissionsExt;
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path)
@@ -22,7 +37,17 @@ impl Systemctl {
                     .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                     .unwrap_or(false)
             })
-            .map(|path| Self { path })
+            .map(|path| Self {
+                path,
+                root: root.clone(),
+            })
+    }
+
+    fn record(&self, args: &[&str], status: &std::io::Result<ExitStatus>) {
+        events::record(
+            &self.root,
+            &format!("systemctl {} exit={}", args.join(" "), exit_text(status)),
+        );
     }
 
     /// Runs `systemctl args...`; Err carries Go's wording (`exit status 1`).
@@ -32,8 +57,9 @@ impl Systemctl {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .map_err(|e| format!("fork/exec {}: {e}", self.path.display()))?;
+            .status();
+        self.record(args, &status);
+        let status = status.map_err(|e| format!("fork/exec {}: {e}", self.path.display()))?;
         match status.code() {
             Some(0) => Ok(()),
             Some(c) => Err(format!("exit status {c}")),
@@ -48,6 +74,10 @@ impl Systemctl {
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .output();
+        self.record(
+            &["status", svc],
+            &out.as_ref().map(|o| o.status).map_err(|e| e.kind().into()),
+        );
         match out {
             Ok(o) => {
                 let text = String::from_utf8_lossy(&o.stdout);
