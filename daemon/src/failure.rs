@@ -44,9 +44,12 @@ pub enum Failure {
         /// Which setting, and which kubeadm.
         detail: String,
     },
-    /// kubeadm exited 2: its preflight checks failed.
-    #[error("kubeadm preflight failed (exit 2): {}{}", checks.join(", "), if *leftovers { "; these are leftovers of an earlier attempt and are cleaned up with `kubeadm reset -f` before the next one" } else { "; fix these on the node (see the kubeadm lines above)" })]
+    /// kubeadm's preflight checks failed (exit 1 from a whole join: the phase runner
+    /// hides the preflight exit code 2; exit 2 from `kubeadm join phase preflight`).
+    #[error("kubeadm preflight failed (exit {code}): {}{}", checks.join(", "), if *leftovers { "; these are leftovers of an earlier attempt and are cleaned up with `kubeadm reset -f` before the next one" } else { "; fix these on the node (see the kubeadm lines above)" })]
     KubeadmPreflight {
+        /// kubeadm's exit code.
+        code: i32,
         /// The failed checks, e.g. `FileAvailable--etc-kubernetes-pki-ca.crt`.
         checks: Vec<String>,
         /// All failures are files a failed join leaves behind.
@@ -288,6 +291,7 @@ mod tests {
             Failure::KubeadmConfigRejected { detail: "x".into() },
             Failure::CaPinMismatch { detail: "x".into() },
             Failure::KubeadmPreflight {
+                code: 1,
                 checks: vec!["Swap".into()],
                 leftovers: false,
             },
@@ -306,6 +310,7 @@ mod tests {
             },
             Failure::NodeNameConflict { node: "n".into() },
             Failure::KubeadmPreflight {
+                code: 1,
                 checks: vec!["FileAvailable--etc-kubernetes-pki-ca.crt".into()],
                 leftovers: true,
             },
@@ -338,6 +343,7 @@ mod tests {
         };
         assert!(f.to_string().contains("\"worker-1\"") && f.to_string().contains("node_name"));
         let f = Failure::KubeadmPreflight {
+            code: 1,
             checks: vec!["FileAvailable--etc-kubernetes-pki-ca.crt".into()],
             leftovers: true,
         };

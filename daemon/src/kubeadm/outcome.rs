@@ -66,7 +66,11 @@ pub fn classify(
         let checks = failed_checks(f);
         let leftovers =
             !checks.is_empty() && checks.iter().all(|c| LEFTOVER_CHECKS.contains(&c.as_str()));
-        return Err(Failure::KubeadmPreflight { checks, leftovers });
+        return Err(Failure::KubeadmPreflight {
+            code,
+            checks,
+            leftovers,
+        });
     }
     if f.said("already exists in the cluster") && f.said("status \"Ready\"") {
         return Err(Failure::NodeNameConflict {
@@ -241,7 +245,9 @@ mod tests {
             "[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`",
         ];
         match classify(&finished(Some(2), &lines), "n", "abcdef", "t") {
-            Err(Failure::KubeadmPreflight { checks, leftovers }) => {
+            Err(Failure::KubeadmPreflight {
+                checks, leftovers, ..
+            }) => {
                 assert_eq!(checks, vec!["FileAvailable--etc-kubernetes-pki-ca.crt"]);
                 assert!(leftovers);
             }

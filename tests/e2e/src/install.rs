@@ -221,9 +221,12 @@ pub fn install(node: &Node, what: &Install) -> Result<()> {
         )?;
     }
     if what.fakes {
+        // kubeadm's preflight wants crictl on PATH (FileExisting-crictl) and runs
+        // `crictl info` for its CRI check; the node image has no crictl of its own.
         for (bin, dest) in [
             ("fake-kubeadm", "/usr/bin/kubeadm"),
             ("fake-kubelet", "/usr/bin/kubelet"),
+            ("fake-crictl", "/usr/bin/crictl"),
         ] {
             let src = paths::fake_bin(bin);
             paths::require_file(&src, FAKES_HINT)?;

@@ -57,8 +57,9 @@ fn a_silent_kubeadm_with_a_pending_csr_names_the_csr() {
             69,
             &[
                 "printed nothing for 20s",
-                "node-csr-",
-                "kubectl certificate approve node-csr-",
+                // With rotation on, the kubelet names its CSR csr-XXXXX, as the real one.
+                "kubelet's certificate signing request csr-",
+                "kubectl certificate approve csr-",
             ],
         )?;
         eprintln!("{line}");

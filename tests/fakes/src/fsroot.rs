@@ -36,6 +36,11 @@ impl Root {
         }
     }
 
+    /// The prefix, if any (to hand on to a child fake).
+    pub fn prefix(&self) -> Option<&Path> {
+        self.prefix.as_deref()
+    }
+
     /// The I/O path for a node path such as `/etc/kubernetes/kubelet.conf`.
     /// Relative paths are returned unchanged.
     pub fn path(&self, node_path: impl AsRef<Path>) -> PathBuf {

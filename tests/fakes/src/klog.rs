@@ -2,9 +2,22 @@
 //! `I1121 01:02:03.123456    1234 server.go:487] "Kubelet version" kubeletVersion="v1.29.7"`.
 //! systemd forwards stderr to the journal, where the agent and the tests read them.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
 
 use crate::timefmt;
+
+static VERBOSITY: AtomicU32 = AtomicU32::new(0);
+
+/// Sets `-v`/`--v`: lines logged at `klog.V(n)` show only when n <= this.
+pub fn set_verbosity(v: u32) {
+    VERBOSITY.store(v, Ordering::Relaxed);
+}
+
+/// `klog.V(level).Enabled()`.
+pub fn v(level: u32) -> bool {
+    VERBOSITY.load(Ordering::Relaxed) >= level
+}
 
 /// klog severities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Faithful fakes of the Kubernetes pieces that cannot run on the test machines:
-//! `fake-apiserver`, `fake-kubeadm` and `fake-kubelet`.
+//! `fake-apiserver`, `fake-kubeadm`, `fake-kubelet` and `fake-crictl`.
 //!
 //! They exist so kube-join-agent can be tested against upstream's real files, messages,
 //! exit codes and timings (design/kubeadm-facts.md), not against mocks inside the agent.
@@ -9,6 +9,7 @@
 
 pub mod apiserver;
 pub mod copycerts;
+pub mod crictl;
 pub mod ecdsa_pem;
 pub mod fsroot;
 pub mod gotime;

@@ -151,8 +151,9 @@ async fn anonymous_warm_up_then_missing_cluster_info_binding() {
         body,
         r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"forbidden: User \"system:anonymous\" cannot get path \"/readyz\"","reason":"Forbidden","details":{},"code":403}"#
     );
-    // Only anonymous users: the bootstrap token reads cluster-info meanwhile.
-    assert_eq!(s.get(CLUSTER_INFO, Some(TOKEN)).await.0, 200);
+    // A bootstrap token never reads cluster-info: kubeadm binds its Role to
+    // system:anonymous only (real v1.20.2 answers 403).
+    assert_eq!(s.get(CLUSTER_INFO, Some(TOKEN)).await.0, 403);
     // The window counts from the start (the knob was there): then 200.
     let left = Duration::from_secs(3).saturating_sub(started.elapsed());
     tokio::time::sleep(left + Duration::from_millis(300)).await;
@@ -168,7 +169,7 @@ async fn anonymous_warm_up_then_missing_cluster_info_binding() {
     assert_eq!(s.get("/healthz", None).await, (200, "ok".to_owned()));
     assert_eq!(s.get("/version", None).await.0, 200);
     assert_eq!(s.get("/healthz/etcd", None).await.0, 403);
-    assert_eq!(s.get(CLUSTER_INFO, Some(TOKEN)).await.0, 200);
+    assert_eq!(s.get(CLUSTER_INFO, Some(TOKEN)).await.0, 403);
 
     let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
     assert!(
@@ -177,7 +178,7 @@ async fn anonymous_warm_up_then_missing_cluster_info_binding() {
         "{log}"
     );
     assert!(log.contains(&format!(
-        " GET {CLUSTER_INFO} user=system:bootstrap:abcdef 200"
+        " GET {CLUSTER_INFO} user=system:bootstrap:abcdef 403"
     )));
     assert!(!log.contains("0123456789abcdef"), "a token leaked: {log}");
 }
@@ -352,4 +353,129 @@ async fn kubelet_sees_upstreams_403_when_bootstrap_tokens_may_not_create_csrs() 
     s.set_knobs(&format!(r#"{{{TOKENS}}}"#));
     bootstrap::obtain(&root, &store, &boot, "n1").await.unwrap();
     assert!(root.path(store.current()).exists());
+}
+
+#[tokio::test]
+async fn warm_up_holds_tls_then_fails_readyz_as_a_starting_kube_apiserver() {
+    let s = Server::start(&format!(
+        r#"{{{TOKENS}, "tls_handshake_hold_secs": 1.5, "anonymous_forbidden_for_secs": 1.5, "readyz_failing_for_secs": 3}}"#
+    ));
+    // The port accepts, but no TLS handshake completes within a 0.5 s client timeout.
+    let quick = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let url = format!("{}/readyz", s.url);
+    let err = quick.get(&url).send().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(std::net::TcpStream::connect(s.url.trim_start_matches("https://")).is_ok());
+    // A patient client is served once the window ends: anonymous 403 has ended too,
+    // /readyz still fails.
+    let started = Instant::now();
+    let (code, body) = s.get("/readyz", None).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 500);
+    assert!(body.contains("[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n"));
+    assert!(body.ends_with("readyz check failed\n"));
+    assert_eq!(s.get(CLUSTER_INFO, None).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(s.get("/readyz", None).await, (200, "ok".to_owned()));
+}
+
+#[tokio::test]
+async fn a_deleted_token_keeps_authenticating_from_the_cache() {
+    let s = Server::start(&format!(r#"{{{TOKENS}}}"#));
+    let kubelet_config = "/api/v1/namespaces/kube-system/configmaps/kubelet-config";
+    assert_eq!(s.get(kubelet_config, Some(TOKEN)).await.0, 200);
+    // Deleted: its signature leaves cluster-info at once, the token still works.
+    s.set_knobs("{}");
+    let (_, info) = s.get(CLUSTER_INFO, None).await;
+    assert!(!info.contains("jws-kubeconfig-abcdef"), "{info}");
+    assert_eq!(s.get(kubelet_config, Some(TOKEN)).await.0, 200);
+    // A token never seen valid is refused at once (failures are not cached).
+    assert_eq!(
+        s.get(kubelet_config, Some("ghijkl.0123456789abcdef"))
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_rotating_kubelet_gets_csr_names_from_the_server_and_registers_anonymously_first() {
+    let s = Server::start(&format!(r#"{{{TOKENS}, "csr_approval": "manual"}}"#));
+    let node = tempfile::tempdir().unwrap();
+    let root = Root::at(node.path());
+    let store = CertStore {
+        dir: "/var/lib/kubelet/pki".into(),
+    };
+    let boot = Resolved {
+        server: s.url.clone(),
+        ca_pem: std::fs::read(s.path("ca.crt")).unwrap(),
+        auth: Auth::Token(TOKEN.into()),
+    };
+    // kubelet.conf first, pointing at a certificate that does not exist yet.
+    bootstrap::write_kubeconfig(&root, "/etc/kubernetes/kubelet.conf", &boot, &store).unwrap();
+    let clients = kja_fakes::kubelet::node::Clients {
+        root: root.clone(),
+        kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
+        anonymous: Some(boot.clone()),
+    };
+    let r = clients
+        .client()
+        .unwrap()
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/nodes",
+            Some(&serde_json::json!({"metadata": {"name": "n1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.error_text(),
+        "nodes is forbidden: User \"system:anonymous\" cannot create resource \"nodes\" in API group \"\" at the cluster scope"
+    );
+    // Two attempts of the certificate manager: two keys, two generated names.
+    let attempt = |root: Root, store: CertStore, boot: Resolved| {
+        tokio::spawn(async move { bootstrap::rotate_once(&root, &store, &boot, "n1").await })
+    };
+    let a = attempt(root.clone(), store.clone(), boot.clone());
+    let b = attempt(root.clone(), store.clone(), boot.clone());
+    let csrs = s.path("csrs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let names = loop {
+        let names: Vec<String> = std::fs::read_dir(&csrs)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .trim_end_matches(".json")
+                            .to_owned()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.len() == 2 {
+            break names;
+        }
+        assert!(Instant::now() < deadline, "CSRs: {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for n in &names {
+        assert!(n.starts_with("csr-") && n.len() == 9, "{names:?}");
+    }
+    assert_ne!(names[0], names[1]);
+    // Automatic approval again: both pending CSRs are signed on their next poll.
+    s.set_knobs(&format!(r#"{{{TOKENS}, "csr_approval": "auto"}}"#));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert!(root.path(store.current()).exists());
+    assert!(bootstrap::check_kubeconfig(&root, "/etc/kubernetes/kubelet.conf").is_ok());
 }

@@ -142,6 +142,16 @@ pub struct Knobs {
     /// create (nor get, list) CertificateSigningRequests.
     #[serde(default)]
     pub csr_create_forbidden: bool,
+    /// A starting API server whose port is bound but which serves no TLS yet: for this
+    /// many seconds from when the knob is first seen, accepted connections get no TLS
+    /// handshake (the client waits, or times out) until the window ends.
+    #[serde(default)]
+    pub tls_handshake_hold_secs: Option<f64>,
+    /// A starting API server whose post-start hooks have not all finished: for this many
+    /// seconds from when the knob is first seen, `GET /readyz` (once authorized) answers
+    /// 500 with upstream's check list and `[-]poststarthook/rbac/bootstrap-roles failed`.
+    #[serde(default)]
+    pub readyz_failing_for_secs: Option<f64>,
 }
 
 impl Knobs {
@@ -191,10 +201,19 @@ impl Knobs {
         {
             bail!("knobs.json: unavailable_until_unix must be a finite number");
         }
-        if let Some(s) = knobs.anonymous_forbidden_for_secs
-            && !(s.is_finite() && s >= 0.0)
-        {
-            bail!("knobs.json: anonymous_forbidden_for_secs must be a non-negative number");
+        for (name, value) in [
+            (
+                "anonymous_forbidden_for_secs",
+                knobs.anonymous_forbidden_for_secs,
+            ),
+            ("tls_handshake_hold_secs", knobs.tls_handshake_hold_secs),
+            ("readyz_failing_for_secs", knobs.readyz_failing_for_secs),
+        ] {
+            if let Some(s) = value
+                && !(s.is_finite() && s >= 0.0)
+            {
+                bail!("knobs.json: {name} must be a non-negative number");
+            }
         }
         if let Some(m) = knobs.cluster_info_body_mib
             && !(1..=MAX_CLUSTER_INFO_BODY_MIB).contains(&m)
@@ -256,6 +275,29 @@ pub struct KnobSource {
     /// When each token id with `signed_after_secs` was first seen (forgotten once the
     /// token is absent, so writing it again creates it anew).
     token_first_seen: HashMap<String, SystemTime>,
+    /// The same for `tls_handshake_hold_secs`.
+    tls_hold_first_seen: Option<SystemTime>,
+    /// The same for `readyz_failing_for_secs`.
+    readyz_first_seen: Option<SystemTime>,
+}
+
+/// A window of N seconds from the knob's first sighting: a new value moves the end, not
+/// the start; a knob that disappears is forgotten, so writing it again starts anew.
+fn window(
+    first_seen: &mut Option<SystemTime>,
+    secs: Option<f64>,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    match secs {
+        Some(secs) => {
+            let first = *first_seen.get_or_insert(now);
+            Some(first + Duration::from_secs_f64(secs.clamp(0.0, 1e9)))
+        }
+        None => {
+            *first_seen = None;
+            None
+        }
+    }
 }
 
 /// Outcome of reading the knobs for one request.
@@ -268,6 +310,10 @@ pub struct Snapshot {
     pub anonymous_forbidden_until: Option<SystemTime>,
     /// Ids of tokens whose `signed_after_secs` has not passed yet: no JWS in cluster-info.
     pub unsigned_tokens: BTreeSet<String>,
+    /// End of the `tls_handshake_hold_secs` window.
+    pub tls_hold_until: Option<SystemTime>,
+    /// End of the `readyz_failing_for_secs` window.
+    pub readyz_failing_until: Option<SystemTime>,
 }
 
 impl Snapshot {
@@ -308,6 +354,8 @@ impl KnobSource {
             node_first_seen: HashMap::new(),
             anonymous_first_seen: None,
             token_first_seen: HashMap::new(),
+            tls_hold_first_seen: None,
+            readyz_first_seen: None,
         }
     }
 
@@ -336,16 +384,19 @@ impl KnobSource {
         for name in self.last_good.nodes.keys() {
             self.node_first_seen.entry(name.clone()).or_insert(now);
         }
-        let anonymous_forbidden_until = match self.last_good.anonymous_forbidden_for_secs {
-            Some(secs) => {
-                let first = *self.anonymous_first_seen.get_or_insert(now);
-                Some(first + Duration::from_secs_f64(secs.clamp(0.0, 1e9)))
-            }
-            None => {
-                self.anonymous_first_seen = None;
-                None
-            }
-        };
+        let k = &self.last_good;
+        let anonymous_forbidden_until = window(
+            &mut self.anonymous_first_seen,
+            k.anonymous_forbidden_for_secs,
+            now,
+        );
+        let tls_hold_until = window(
+            &mut self.tls_hold_first_seen,
+            k.tls_handshake_hold_secs,
+            now,
+        );
+        let readyz_failing_until =
+            window(&mut self.readyz_first_seen, k.readyz_failing_for_secs, now);
         let delayed: Vec<(&str, f64)> = self
             .last_good
             .tokens
@@ -366,6 +417,8 @@ impl KnobSource {
             error,
             anonymous_forbidden_until,
             unsigned_tokens,
+            tls_hold_until,
+            readyz_failing_until,
         }
     }
 
@@ -552,6 +605,34 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn warm_up_windows_replay_the_measured_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let knobs = dir.path().join("knobs.json");
+        // Real v1.20.2: no TLS for ~8.4 s, 403 for anonymous up to ~0.2 s longer,
+        // /readyz 500 until ~1.8 s after the first answer.
+        std::fs::write(
+            &knobs,
+            r#"{"tls_handshake_hold_secs":8.4,"anonymous_forbidden_for_secs":8.6,"readyz_failing_for_secs":10.2}"#,
+        )
+        .unwrap();
+        let mut src = KnobSource::new(dir.path());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let snap = src.read(t0);
+        assert_eq!(snap.tls_hold_until, Some(at(8400)));
+        assert_eq!(snap.anonymous_forbidden_until, Some(at(8600)));
+        assert_eq!(snap.readyz_failing_until, Some(at(10200)));
+        // Later reads keep the first sighting; removing a knob forgets it.
+        assert_eq!(src.read(at(9000)).tls_hold_until, Some(at(8400)));
+        std::fs::write(&knobs, r#"{"readyz_failing_for_secs":1}"#).unwrap();
+        let snap = src.read(at(20_000));
+        assert_eq!(snap.tls_hold_until, None);
+        assert_eq!(snap.readyz_failing_until, Some(at(1000)));
+        assert!(Knobs::parse(r#"{"tls_handshake_hold_secs":-1}"#).is_err());
+        assert!(Knobs::parse(r#"{"readyz_failing_for_secs":"x"}"#).is_err());
     }
 
     #[test]

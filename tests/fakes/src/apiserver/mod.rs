@@ -58,6 +58,8 @@ pub struct State {
     pub store: Mutex<Store>,
     /// requests.log.
     pub request_log: Mutex<File>,
+    /// Successful token authentications, cached for 10 s as kube-apiserver does.
+    pub token_cache: Mutex<auth::TokenCache>,
 }
 
 impl State {
@@ -95,6 +97,7 @@ impl State {
             knobs: Mutex::new(knobs),
             store: Mutex::new(store),
             request_log: Mutex::new(request_log),
+            token_cache: Mutex::new(auth::TokenCache::default()),
         })
     }
 }
@@ -132,6 +135,7 @@ mod tests {
             body,
             now: SystemTime::now(),
             unsigned_tokens: &ALL_SIGNED,
+            readyz_failing: false,
         }
     }
 
@@ -263,6 +267,85 @@ mod tests {
             &format!("{path}/x"),
         );
         assert_eq!(r.status, 404);
+    }
+
+    #[test]
+    fn only_anonymous_and_admins_read_cluster_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args::parse_from([
+            "fake-apiserver",
+            "--listen",
+            "127.0.0.1:16445",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        let state = State::open(&args).unwrap();
+        let knobs =
+            Knobs::parse(r#"{"tokens":[{"id":"abcdef","secret":"0123456789abcdef"}]}"#).unwrap();
+        let path = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+        let boot = crate::apiserver::auth::authenticate(
+            &knobs,
+            None,
+            Some("Bearer abcdef.0123456789abcdef"),
+        )
+        .unwrap();
+        let r = route(&call(&state, &knobs, &boot, "GET", b""), path);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps \"cluster-info\" is forbidden: User \"system:bootstrap:abcdef\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"kube-public\"","reason":"Forbidden","details":{"name":"cluster-info","kind":"configmaps"},"code":403}"#
+        );
+        let node = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        assert_eq!(
+            route(&call(&state, &knobs, &node, "GET", b""), path).status,
+            403
+        );
+        let admin = User {
+            name: "kubernetes-admin".into(),
+            groups: vec!["system:masters".into()],
+        };
+        assert_eq!(
+            route(&call(&state, &knobs, &admin, "GET", b""), path).status,
+            200
+        );
+        assert_eq!(
+            route(&call(&state, &knobs, &User::anonymous(), "GET", b""), path).status,
+            200
+        );
+    }
+
+    #[test]
+    fn readyz_fails_like_a_starting_kube_apiserver() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args::parse_from([
+            "fake-apiserver",
+            "--listen",
+            "127.0.0.1:16446",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        let state = State::open(&args).unwrap();
+        let knobs = Knobs::default();
+        let anon = User::anonymous();
+        let mut c = call(&state, &knobs, &anon, "GET", b"");
+        assert_eq!(route(&c, "/readyz").body, b"ok");
+        c.readyz_failing = true;
+        let r = route(&c, "/readyz");
+        assert_eq!(r.status, 500);
+        assert_eq!(r.content_type, "text/plain; charset=utf-8");
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(
+            body.starts_with("[+]ping ok\n[+]log ok\n[+]etcd ok\n"),
+            "{body}"
+        );
+        assert!(body.contains("\n[+]poststarthook/bootstrap-controller ok\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n[+]poststarthook/scheduling/bootstrap-system-priority-classes ok\n"));
+        assert!(body.ends_with("[+]shutdown ok\nreadyz check failed\n"));
+        assert_eq!(body.lines().count(), 24);
+        // Only /readyz: /healthz and /livez were not measured failing.
+        assert_eq!(route(&c, "/healthz").status, 200);
     }
 
     #[test]

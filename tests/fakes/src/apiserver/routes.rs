@@ -38,6 +38,53 @@ pub struct Call<'a> {
     pub now: SystemTime,
     /// Tokens not signed yet (`signed_after_secs`): no JWS in cluster-info.
     pub unsigned_tokens: &'a BTreeSet<String>,
+    /// Inside the `readyz_failing_for_secs` window.
+    pub readyz_failing: bool,
+}
+
+/// kube-apiserver v1.20.2's readiness checks, in the order it lists them (captured from
+/// a real one started with a minimal flag set; the real tier's, with more flags, lists
+/// one more); during start-up the last to pass is `poststarthook/rbac/bootstrap-roles`.
+pub const READYZ_CHECKS: [&str; 23] = [
+    "ping",
+    "log",
+    "etcd",
+    "informer-sync",
+    "poststarthook/start-kube-apiserver-admission-initializer",
+    "poststarthook/generic-apiserver-start-informers",
+    "poststarthook/priority-and-fairness-config-consumer",
+    "poststarthook/priority-and-fairness-filter",
+    "poststarthook/start-apiextensions-informers",
+    "poststarthook/start-apiextensions-controllers",
+    "poststarthook/crd-informer-synced",
+    "poststarthook/bootstrap-controller",
+    "poststarthook/rbac/bootstrap-roles",
+    "poststarthook/scheduling/bootstrap-system-priority-classes",
+    "poststarthook/priority-and-fairness-config-producer",
+    "poststarthook/start-cluster-authentication-info-controller",
+    "poststarthook/start-kube-aggregator-informers",
+    "poststarthook/apiservice-registration-controller",
+    "poststarthook/apiservice-status-available-controller",
+    "poststarthook/kube-apiserver-autoregistration",
+    "autoregister-completion",
+    "poststarthook/apiservice-openapi-controller",
+    "shutdown",
+];
+
+/// healthz.go's answer to a failed readiness check (always verbose on failure, via
+/// `http.Error`): every check, the failed one's reason withheld, then `readyz check
+/// failed`.
+pub fn readyz_failed() -> Reply {
+    let mut body = String::new();
+    for check in READYZ_CHECKS {
+        if check == "poststarthook/rbac/bootstrap-roles" {
+            body.push_str(&format!("[-]{check} failed: reason withheld\n"));
+        } else {
+            body.push_str(&format!("[+]{check} ok\n"));
+        }
+    }
+    body.push_str("readyz check failed\n");
+    Reply::text(500, &body)
 }
 
 fn method_not_allowed() -> Reply {
@@ -73,6 +120,7 @@ fn body_json(c: &Call<'_>) -> Result<Value, Reply> {
 pub fn route(c: &Call<'_>, path: &str) -> Reply {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
+        ["readyz"] if c.method == "GET" && c.readyz_failing => readyz_failed(),
         ["healthz" | "readyz" | "livez", ..] if c.method == "GET" => Reply::text(200, "ok"),
         ["version"] if c.method == "GET" => {
             Reply::json(200, &objects::version_info(c.knobs.version()))
@@ -153,6 +201,11 @@ fn get_config_map(c: &Call<'_>, ns: &str, name: &str) -> Reply {
     let v = c.knobs.version();
     let versioned = format!("kubelet-config-{}.{}", v.major, v.minor);
     let data = match (ns, name) {
+        // kubeadm's Role kubeadm:bootstrap-signer-clusterinfo is bound to the user
+        // system:anonymous only: a bootstrap token or a node gets 403 (measured).
+        ("kube-public", "cluster-info") if !(c.user.is_anonymous() || c.user.is_admin()) => {
+            return forbidden(&c.user.name, "get", "configmaps", "", Some(name), Some(ns));
+        }
         ("kube-public", "cluster-info") => cluster_info_data(c),
         ("kube-system", n) if n == "kubelet-config" || n == versioned => {
             if !(c.user.is_bootstrapper() || c.user.node_name().is_some() || c.user.is_admin()) {

@@ -136,6 +136,17 @@ pub async fn serve(state: State, listen: SocketAddr) -> Result<()> {
 }
 
 async fn connection(state: Arc<State>, acceptor: TlsAcceptor, tcp: tokio::net::TcpStream) {
+    // `tls_handshake_hold_secs`: the port is bound, the server not serving yet. The
+    // connection waits in the backlog, as it would for a kube-apiserver that has not
+    // reached "Serving securely", and is served once the window ends (if the client is
+    // still there).
+    let hold_until = {
+        let mut src = state.knobs.lock().unwrap_or_else(|p| p.into_inner());
+        src.read(SystemTime::now()).tls_hold_until
+    };
+    if let Some(wait) = hold_until.and_then(|until| until.duration_since(SystemTime::now()).ok()) {
+        tokio::time::sleep(wait).await;
+    }
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -214,7 +225,11 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    let authn = auth::authenticate(knobs, cert_user, authorization.as_deref());
+    let authn = {
+        let mut cache = state.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+        auth::authenticate_cached(knobs, cert_user, authorization.as_deref(), &mut cache, now)
+    };
+    let readyz_failing = snap.readyz_failing_until.is_some_and(|until| now < until);
     let user_label = match &authn {
         Ok(u) => u.name.clone(),
         Err(_) => "<unauthenticated: invalid bearer token>".to_owned(),
@@ -278,6 +293,7 @@ async fn handle(
                     body: bytes,
                     now,
                     unsigned_tokens: &snap.unsigned_tokens,
+                    readyz_failing,
                 };
                 routes::route(&call, &path)
             }

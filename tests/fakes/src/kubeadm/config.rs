@@ -8,15 +8,18 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use super::error::{KubeadmError, aggregate, validation};
+use super::error::{KubeadmError, aggregate, generic, validation};
 use crate::fsroot::{Root, go_path_error};
 use crate::klog::{self, Severity};
 use crate::kubeversion::KubeVersion;
 use crate::token::BootstrapToken;
 use crate::{apiserver::objects::is_dns_subdomain, gotime};
 
-/// The default CRI endpoint (constants.DefaultCRISocket on Linux).
+/// The default CRI endpoint from v1.24 (constants.DefaultCRISocket on Linux).
 pub const DEFAULT_CRI_SOCKET: &str = "unix:///var/run/containerd/containerd.sock";
+/// dockershim's socket, what releases before v1.24 fall back to when they detect no CRI
+/// (constants.DefaultDockerCRISocket).
+pub const DOCKERSHIM_SOCKET: &str = "/var/run/dockershim.sock";
 const SCHEME: &str = "k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31";
 
 /// kubeadm's waits (unscaled), with upstream defaults.
@@ -210,7 +213,8 @@ struct RawBootstrapToken {
     api_server_endpoint: String,
     #[serde(default)]
     ca_cert_hashes: Vec<String>,
-    #[serde(default)]
+    // Upstream's JSON name keeps "CA" capitalised (camelCase would say "Ca").
+    #[serde(default, rename = "unsafeSkipCAVerification")]
     unsafe_skip_ca_verification: bool,
 }
 
@@ -281,7 +285,37 @@ pub fn load(
             go_path_error("open", path, &e)
         ))
     })?;
-    parse(&text, kv, node_name_flag, hostname)
+    let mut cfg = parse(&text, kv, node_name_flag, hostname)?;
+    if cfg.cri_socket.is_empty() {
+        cfg.cri_socket = detect_cri_socket(root).map_err(generic)?;
+    }
+    Ok(cfg)
+}
+
+/// `DetectCRISocket` before v1.24 (util/runtime/runtime.go), for an empty criSocket:
+/// Docker's socket means dockershim; else containerd's, then CRI-O's; none means
+/// dockershim; several is an error. Paths without a URL scheme, as those releases use.
+pub fn detect_cri_socket(root: &Root) -> Result<String, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket =
+        |p: &str| std::fs::metadata(root.path(p)).is_ok_and(|m| m.file_type().is_socket());
+    let mut found = Vec::new();
+    if is_socket("/var/run/docker.sock") {
+        found.push(DOCKERSHIM_SOCKET);
+    } else if is_socket("/run/containerd/containerd.sock") {
+        found.push("/run/containerd/containerd.sock");
+    }
+    if is_socket("/var/run/crio/crio.sock") {
+        found.push("/var/run/crio/crio.sock");
+    }
+    match found.as_slice() {
+        [] => Ok(DOCKERSHIM_SOCKET.to_owned()),
+        [one] => Ok((*one).to_owned()),
+        many => Err(format!(
+            "Found multiple CRI sockets, please use --cri-socket to select one: {}",
+            many.join(", ")
+        )),
+    }
 }
 
 /// Parses and validates JoinConfiguration YAML.
@@ -352,7 +386,7 @@ pub fn parse(
         found.ok_or_else(|| validation("no JoinConfiguration kind was found in the YAML file"))?;
     let raw: RawJoin = serde_norway::from_value(value)
         .map_err(|e| validation(format!("error decoding JoinConfiguration: {e}")))?;
-    validate(raw, &api_version, node_name_flag, hostname)
+    validate(raw, &api_version, kv, node_name_flag, hostname)
 }
 
 fn invalid(field: &str, value: &str, detail: &str) -> String {
@@ -390,6 +424,7 @@ fn extra_args(v: Option<&Value>, v1beta4: bool) -> Result<Vec<(String, String)>,
 fn validate(
     raw: RawJoin,
     api_version: &str,
+    kv: KubeVersion,
     node_name_flag: Option<&str>,
     hostname: &str,
 ) -> Result<JoinConfig, KubeadmError> {
@@ -460,8 +495,12 @@ fn validate(
     } else if !is_dns_subdomain(&node_name) {
         errs.push(invalid("nodeRegistration.name", &node_name, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
     }
-    let cri_socket = normalize_cri_socket(&nr.cri_socket);
+    let cri_socket = normalize_cri_socket(&nr.cri_socket, kv);
+    // Before v1.24 a bare absolute path is the usual form, and an empty one is detected
+    // (in `load`, which can look at the node).
+    let bare_ok = !kv.at_least(1, 24) && (cri_socket.is_empty() || cri_socket.starts_with('/'));
     match cri_socket.split_once("://") {
+        _ if bare_ok => {}
         Some(("unix", p)) if p.starts_with('/') => {}
         Some(("unix", _)) => errs.push(invalid(
             "nodeRegistration.criSocket",
@@ -557,8 +596,12 @@ fn validate(
     })
 }
 
-/// An empty socket gets the default; a bare path gets `unix://` with upstream's warning.
-fn normalize_cri_socket(s: &str) -> String {
+/// From v1.24 an empty socket gets the default and a bare path gets `unix://` with
+/// upstream's warning; earlier releases keep what the file says.
+fn normalize_cri_socket(s: &str, kv: KubeVersion) -> String {
+    if !kv.at_least(1, 24) {
+        return s.to_owned();
+    }
     if s.is_empty() {
         return DEFAULT_CRI_SOCKET.to_owned();
     }
@@ -629,6 +672,46 @@ nodeRegistration:
         assert_eq!(c.timeouts, Timeouts::default());
         let c = parse(GOOD, v("v1.29.7"), Some("other"), "Host").unwrap();
         assert_eq!(c.node_name, "other");
+    }
+
+    #[test]
+    fn cri_socket_before_v1_24_is_kept_or_detected_without_a_scheme() {
+        let text = GOOD.replace("v1beta3", "v1beta2").replace(
+            "  name: node-1\n",
+            "  name: node-1\n  criSocket: /run/containerd/containerd.sock\n",
+        );
+        let c = parse(&text, v("v1.20.2"), None, "h").unwrap();
+        assert_eq!(c.cri_socket, "/run/containerd/containerd.sock");
+        // v1.24 on: the scheme is prepended.
+        let text3 = GOOD.replace(
+            "  name: node-1\n",
+            "  name: node-1\n  criSocket: /run/containerd/containerd.sock\n",
+        );
+        let c = parse(&text3, v("v1.29.7"), None, "h").unwrap();
+        assert_eq!(c.cri_socket, "unix:///run/containerd/containerd.sock");
+        // Empty before v1.24: detected on the node.
+        let c = parse(&GOOD.replace("v1beta3", "v1beta2"), v("v1.20.2"), None, "h").unwrap();
+        assert_eq!(c.cri_socket, "");
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::at(dir.path());
+        assert_eq!(detect_cri_socket(&root).unwrap(), DOCKERSHIM_SOCKET);
+        std::fs::create_dir_all(dir.path().join("run/containerd")).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(
+            dir.path().join("run/containerd/containerd.sock"),
+        )
+        .unwrap();
+        assert_eq!(
+            detect_cri_socket(&root).unwrap(),
+            "/run/containerd/containerd.sock"
+        );
+        std::fs::create_dir_all(dir.path().join("var/run/crio")).unwrap();
+        let _m = std::os::unix::net::UnixListener::bind(dir.path().join("var/run/crio/crio.sock"))
+            .unwrap();
+        assert!(
+            detect_cri_socket(&root)
+                .unwrap_err()
+                .starts_with("Found multiple CRI sockets")
+        );
     }
 
     #[test]

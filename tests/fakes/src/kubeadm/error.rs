@@ -1,6 +1,14 @@
 //! kubeadm's error classes and how they end the process (kubeadm/util/error.go):
 //! exit 1 generic, 2 preflight, 3 validation; the message goes to stderr followed by
 //! "To see the stack trace of this error execute with --v=5 or higher".
+//!
+//! `checkErr` picks the code with a type switch on the error it is handed (v1.13 through
+//! v1.33), and the phase runner (cmd/phases/workflow/runner.go) hands it
+//! `errors.Wrapf(err, "error execution phase %s")`: a pkg/errors wrapper, which is neither
+//! a `preflightError` nor an `Aggregate`. So an error raised inside any phase exits 1,
+//! whatever it wraps; only errors outside the runner (config loading, flag validation)
+//! keep 3. A failed join preflight exits 1 (measured with real v1.20.2); v1.34 dropped
+//! the other codes altogether (kubernetes PR #132080).
 
 use std::fmt;
 
@@ -26,16 +34,17 @@ impl KubeadmError {
     }
 
     /// Prefixes the message as the phase runner does: `error execution phase X: ...`.
+    /// The wrapped error is a plain (generic) one to `checkErr`: it exits 1, whatever
+    /// class it wrapped.
     pub fn in_phase(self, phase: &str) -> Self {
         let wrap = |m: String| format!("error execution phase {phase}: {m}");
-        match self {
-            KubeadmError::Validation(m) => KubeadmError::Validation(wrap(m)),
+        KubeadmError::Generic(match self {
             // preflight.Error's text: the header, the `[ERROR ...]` lines, the hint.
-            KubeadmError::Preflight(lines) => KubeadmError::Preflight(wrap(format!(
+            KubeadmError::Preflight(lines) => wrap(format!(
                 "[preflight] Some fatal errors occurred:\n{lines}[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`"
-            ))),
-            KubeadmError::Generic(m) => KubeadmError::Generic(wrap(m)),
-        }
+            )),
+            KubeadmError::Validation(m) | KubeadmError::Generic(m) => wrap(m),
+        })
     }
 
     /// The message as printed (without the stack-trace hint).
@@ -93,8 +102,13 @@ mod tests {
 
     #[test]
     fn phase_wrapping_and_codes() {
+        // Unwrapped, the classes keep their codes (as checkErr's type switch sees them).
+        assert_eq!(KubeadmError::Preflight("x".into()).exit_code(), 2);
+        assert_eq!(validation("x").exit_code(), 3);
+        // The phase runner's wrapper hides the class: a failed join preflight exits 1.
         let e = KubeadmError::Preflight("\t[ERROR X]: y\n".into()).in_phase("preflight");
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(validation("x").in_phase("preflight").exit_code(), 1);
         assert_eq!(
             e.message(),
             "error execution phase preflight: [preflight] Some fatal errors occurred:\n\t[ERROR X]: y\n[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`"

@@ -256,6 +256,19 @@ impl JoinData {
         self.cluster_configuration = kubeadm_config["data"]["ClusterConfiguration"]
             .as_str()
             .map(str::to_owned);
+        // The kubelet component config's defaulting (componentconfigs/kubelet.go) asks
+        // whether systemd-resolved runs, to point resolvConf at its file; the cluster's
+        // config already names that file, so only the question is asked here.
+        match &self.systemctl {
+            Some(s) => {
+                let _ = s.is_active("systemd-resolved");
+            }
+            None => crate::klog::printf(
+                crate::klog::Severity::Warning,
+                "kubelet.go:213",
+                "cannot determine if systemd-resolved is active: no supported init system detected, skipping checking for services",
+            ),
+        }
         // The kubelet-config ConfigMap lost its version suffix in v1.24.
         let v = self.knobs.version;
         let name = if v.at_least(1, 24) {
@@ -441,7 +454,13 @@ fn inject_failure(data: &JoinData, phase: &str) -> Result<(), KubeadmError> {
 
 async fn preflight_phase(data: &mut JoinData) -> Result<(), KubeadmError> {
     println!("[preflight] Running pre-flight checks");
-    preflight::run_join_checks(&data.root, &data.cfg, &data.ignore, data.systemctl.as_ref())?;
+    preflight::run_join_checks(
+        &data.root,
+        &data.cfg,
+        &data.ignore,
+        data.systemctl.as_ref(),
+        data.knobs.version,
+    )?;
     data.kubelet_config().await?;
     if data.cfg.control_plane.is_some() {
         cp::preflight(data).await?;

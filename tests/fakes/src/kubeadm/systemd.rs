@@ -50,6 +50,14 @@ impl Systemctl {
         );
     }
 
+    /// A systemctl at `path` recording events under `root` (tests).
+    pub fn at(path: impl Into<PathBuf>, root: Root) -> Self {
+        Self {
+            path: path.into(),
+            root,
+        }
+    }
+
     /// Runs `systemctl args...`; Err carries Go's wording (`exit status 1`).
     fn run(&self, args: &[&str]) -> Result<(), String> {
         let status = Command::new(&self.path)
@@ -85,6 +93,22 @@ impl Systemctl {
             }
             Err(_) => true,
         }
+    }
+
+    /// `ServiceIsActive`: `systemctl is-active` prints `active` or `activating` (the
+    /// exit code is ignored: it is non-zero while activating).
+    pub fn is_active(&self, svc: &str) -> bool {
+        let out = Command::new(&self.path)
+            .args(["is-active", svc])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        out.is_ok_and(|o| {
+            matches!(
+                String::from_utf8_lossy(&o.stdout).trim(),
+                "active" | "activating"
+            )
+        })
     }
 
     /// `ServiceIsEnabled`: `systemctl is-enabled` succeeds.

@@ -27,6 +27,8 @@ pub struct Flags {
     pub cert_dir: Option<String>,
     /// `--version`.
     pub version: bool,
+    /// `--v` / `-v`: klog verbosity (lines at `V(n)` show when n <= it).
+    pub verbosity: u32,
     /// Warnings about ignored arguments, logged once klog is "up".
     pub ignored: Vec<String>,
 }
@@ -93,7 +95,16 @@ pub fn parse(argv: &[String]) -> Flags {
             "hostname-override" => &mut f.hostname_override,
             "address" => &mut f.address,
             "cert-dir" => &mut f.cert_dir,
-            _ => continue, // --v: accepted, the fake logs at one level
+            _ => {
+                // --v
+                match value.parse() {
+                    Ok(n) => f.verbosity = n,
+                    Err(_) => f
+                        .ignored
+                        .push(format!("invalid value {value:?} for --v; ignored")),
+                }
+                continue;
+            }
         };
         *slot = Some(value).filter(|v| !v.is_empty());
     }
@@ -141,5 +152,7 @@ mod tests {
         assert_eq!(f.ignored.len(), 2);
         assert!(!f.version);
         assert!(parse(&v(&["--version"])).version);
+        assert_eq!(parse(&v(&["--v=2"])).verbosity, 2);
+        assert_eq!(parse(&v(&["-v", "4"])).verbosity, 4);
     }
 }

@@ -21,8 +21,12 @@ use crate::{ecdsa_pem, timefmt};
 
 /// Usages of a kubelet client CSR, in upstream's order.
 const USAGES: [&str; 3] = ["digital signature", "key encipherment", "client auth"];
-/// How long the kubelet waits for its CSR to be approved and signed.
+/// How long `LoadClientCert` (rotation off, bootstrap.go) waits for its CSR.
 pub const APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long client-go's certificate manager (rotation on) waits for one CSR
+/// (`certificateWaitTimeout`) before giving up on it and, after its backoff, making a
+/// new key and a new CSR.
+pub const CERTIFICATE_WAIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Where the certificate lives.
 #[derive(Debug, Clone)]
@@ -66,69 +70,56 @@ impl CertStore {
 }
 
 /// `isClientConfigStillValid`: the kubeconfig loads, has a client certificate and key
-/// that form a TLS identity, and every certificate is before its NotAfter.
+/// that form a TLS identity, and every certificate is before its NotAfter. Logs why not.
 pub fn usable_kubeconfig(root: &Root, path: &str) -> Option<Resolved> {
     if !root.path(path).exists() {
         return None;
     }
-    let why = |e: &dyn std::fmt::Display| {
-        klog::log(
-            Severity::Error,
-            "bootstrap.go:265",
-            "Unable to use existing client config",
-            &[("path", path), ("err", &e.to_string())],
-        );
-    };
-    let resolved = match kubeconfig::load(root, path) {
-        Ok(r) => r,
+    match check_kubeconfig(root, path) {
+        Ok(r) => Some(r),
         Err(e) => {
-            why(&format!("{e:#}"));
-            return None;
+            klog::log(
+                Severity::Error,
+                "bootstrap.go:265",
+                "Unable to use existing client config",
+                &[("path", path), ("err", &e)],
+            );
+            None
         }
-    };
+    }
+}
+
+/// The same test without a word: what the client transport does on every connection
+/// while the certificate it points at may not exist yet.
+pub fn check_kubeconfig(root: &Root, path: &str) -> Result<Resolved, String> {
+    let resolved = kubeconfig::load(root, path).map_err(|e| format!("{e:#}"))?;
     let Auth::ClientCert { cert_pem, key_pem } = &resolved.auth else {
-        why(&"no client certificate in kubeconfig");
-        return None;
+        return Err("no client certificate in kubeconfig".into());
     };
-    let key = match ecdsa_pem::key_pair_from_pem(key_pem) {
-        Ok(k) => k,
-        Err(e) => {
-            why(&format!("{e:#}"));
-            return None;
-        }
-    };
-    let certs = match crate::pin::certs_from_pem(cert_pem) {
-        Ok(c) => c,
-        Err(e) => {
-            why(&e);
-            return None;
-        }
-    };
+    let key = ecdsa_pem::key_pair_from_pem(key_pem).map_err(|e| format!("{e:#}"))?;
+    let certs = crate::pin::certs_from_pem(cert_pem).map_err(|e| e.to_string())?;
     // tls.X509KeyPair's check: the key belongs to the leaf certificate.
     let leaf_spki = X509Certificate::from_der(&certs[0])
         .ok()
         .map(|(_, c)| c.tbs_certificate.subject_pki.raw.to_vec());
     if leaf_spki.as_deref() != Some(key.subject_public_key_info().as_slice()) {
-        why(&"tls: private key does not match public key");
-        return None;
+        return Err("tls: private key does not match public key".into());
     }
     let now = SystemTime::now();
     for der in certs {
         let Ok((_, cert)) = X509Certificate::from_der(&der) else {
-            why(&"unparsable client certificate");
-            return None;
+            return Err("unparsable client certificate".into());
         };
         let not_after = SystemTime::UNIX_EPOCH
             + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64);
         if now > not_after {
-            why(&format!(
+            return Err(format!(
                 "part of the existing bootstrap client certificate in {path} is expired: {}",
                 timefmt::k8s(not_after)
             ));
-            return None;
         }
     }
-    Some(resolved)
+    Ok(resolved)
 }
 
 /// Go's `digestedName`: `node-csr-` + base64url(SHA-512/256 over base64url(SPKI) "|"
@@ -202,7 +193,9 @@ impl std::fmt::Display for ObtainError {
 
 impl std::error::Error for ObtainError {}
 
-/// Requests and stores a client certificate. Polls the CSR every second; gives up after
+/// `LoadClientCert` (bootstrap.go, client rotation off): the key is kept in
+/// `kubelet-client.key.tmp` and the CSR is named `node-csr-<digest>`, so a restarted
+/// kubelet finds its earlier request. Polls the CSR every second; gives up after
 /// [`APPROVAL_TIMEOUT`].
 pub async fn obtain(
     root: &Root,
@@ -215,10 +208,17 @@ pub async fn obtain(
     let request = csr_pem(&key, node_name).map_err(ObtainError::Generate)?;
     let client = ApiClient::from_kubeconfig(bootstrap, Duration::from_secs(10))
         .map_err(ObtainError::Client)?;
-    create_csr(&client, &name, &request, &key)
+    let name = create_csr(&client, Some(&name), &request, &key)
         .await
         .map_err(ObtainError::Request)?;
-    let cert = wait_for_certificate(&client, &name)
+    if klog::v(2) {
+        klog::printf(
+            Severity::Info,
+            "bootstrap.go:355",
+            "Waiting for client certificate to be issued",
+        );
+    }
+    let cert = wait_for_certificate(&client, &name, APPROVAL_TIMEOUT)
         .await
         .map_err(ObtainError::NotSigned)?;
     let key_pem = ecdsa_pem::to_sec1_pem(&key).map_err(ObtainError::Store)?;
@@ -229,24 +229,72 @@ pub async fn obtain(
     Ok(())
 }
 
-/// client-go's `RequestCertificate`: any failure to create reads `cannot create
-/// certificate signing request: <err>` (transport errors included); a 409 for our own
-/// name reuses the existing CSR if it carries our key.
-async fn create_csr(client: &ApiClient, name: &str, request: &str, key: &KeyPair) -> Result<()> {
-    let body = json!({
+/// One `rotateCerts` of client-go's certificate manager (rotation on, what kubeadm's
+/// kubelet config asks for): a new ECDSA key every time, a CSR with
+/// `generateName: csr-` (the API server names it `csr-XXXXX`), a wait of at most
+/// [`CERTIFICATE_WAIT_TIMEOUT`] for it, then the certificate store.
+pub async fn rotate_once(
+    root: &Root,
+    store: &CertStore,
+    bootstrap: &Resolved,
+    node_name: &str,
+) -> Result<(), ObtainError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| ObtainError::Generate(anyhow!("unable to generate a new private key: {e}")))?;
+    let request = csr_pem(&key, node_name).map_err(ObtainError::Generate)?;
+    let client = ApiClient::from_kubeconfig(bootstrap, Duration::from_secs(10))
+        .map_err(ObtainError::Client)?;
+    let name = create_csr(&client, None, &request, &key)
+        .await
+        .map_err(ObtainError::Request)?;
+    let cert = wait_for_certificate(&client, &name, CERTIFICATE_WAIT_TIMEOUT)
+        .await
+        .map_err(ObtainError::NotSigned)?;
+    let key_pem = ecdsa_pem::to_sec1_pem(&key).map_err(ObtainError::Store)?;
+    store
+        .update(root, &cert, &key_pem)
+        .map_err(ObtainError::Store)
+}
+
+/// The CertificateSigningRequest client-go posts: named, or `generateName: csr-`.
+pub fn csr_body(name: Option<&str>, request: &str) -> serde_json::Value {
+    let metadata = match name {
+        Some(n) => json!({"name": n}),
+        None => json!({"generateName": "csr-"}),
+    };
+    json!({
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": {"request": STANDARD.encode(request), "signerName": KUBELET_CLIENT_SIGNER, "usages": USAGES},
-    });
+    })
+}
+
+/// client-go's `RequestCertificate`: `name` set (bootstrap.go's digest) or, when none,
+/// `generateName: csr-`; any failure to create reads `cannot create certificate signing
+/// request: <err>` (transport errors included); a 409 for a named CSR reuses the
+/// existing one if it carries our key. Returns the CSR's name.
+async fn create_csr(
+    client: &ApiClient,
+    name: Option<&str>,
+    request: &str,
+    key: &KeyPair,
+) -> Result<String> {
+    let body = csr_body(name, request);
     let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
     let resp = client
         .call(reqwest::Method::POST, path, Some(&body))
         .await
         .map_err(|e| anyhow!("cannot create certificate signing request: {e}"))?;
-    match resp.status {
-        200 | 201 => Ok(()),
-        409 => {
+    match (resp.status, name) {
+        (200 | 201, _) => resp.json()["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                anyhow!("cannot create certificate signing request: the answer names no CSR")
+            }),
+        (409, Some(name)) => {
             klog::printf(
                 Severity::Info,
                 "csr.go:93",
@@ -268,7 +316,7 @@ async fn create_csr(client: &ApiClient, name: &str, request: &str, key: &KeyPair
                 "csr.go:103",
                 "csr for this node is still valid",
             );
-            Ok(())
+            Ok(name.to_owned())
         }
         _ => bail!(
             "cannot create certificate signing request: {}",
@@ -299,12 +347,13 @@ fn ensure_compatible(csr: &serde_json::Value, key: &KeyPair) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_certificate(client: &ApiClient, name: &str) -> Result<String> {
+/// client-go's `csr.WaitForCertificate` (which watches; the fake polls every second).
+/// At the kubelet's default verbosity it says nothing: its lines are `V(2)`.
+async fn wait_for_certificate(client: &ApiClient, name: &str, timeout: Duration) -> Result<String> {
     let path = format!("/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}");
     let start = tokio::time::Instant::now();
     let mut announced_approved = false;
-    let mut last_pending_log: Option<tokio::time::Instant> = None;
-    while start.elapsed() < APPROVAL_TIMEOUT {
+    while start.elapsed() < timeout {
         match client.get(&path).await {
             Ok(r) if r.status == 200 => {
                 let csr = r.json();
@@ -332,17 +381,19 @@ async fn wait_for_certificate(client: &ApiClient, name: &str) -> Result<String> 
                         .as_str()
                         .filter(|c| !c.is_empty())
                     {
-                        klog::printf(
-                            Severity::Info,
-                            "csr.go:257",
-                            &format!("certificate signing request {name} is issued"),
-                        );
+                        if klog::v(2) {
+                            klog::printf(
+                                Severity::Info,
+                                "csr.go:257",
+                                &format!("certificate signing request {name} is issued"),
+                            );
+                        }
                         let pem = STANDARD
                             .decode(cert)
                             .context("status.certificate is not base64")?;
                         return String::from_utf8(pem).context("status.certificate is not PEM");
                     }
-                    if !announced_approved {
+                    if !announced_approved && klog::v(2) {
                         klog::printf(
                             Severity::Info,
                             "csr.go:261",
@@ -352,14 +403,6 @@ async fn wait_for_certificate(client: &ApiClient, name: &str) -> Result<String> 
                         );
                         announced_approved = true;
                     }
-                } else if last_pending_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-                    klog::log(
-                        Severity::Info,
-                        "csr.go:250",
-                        "Waiting for certificate signing request to be approved",
-                        &[("csr", name)],
-                    );
-                    last_pending_log = Some(tokio::time::Instant::now());
                 }
             }
             Ok(r) => klog::log(
@@ -409,6 +452,44 @@ mod tests {
         assert_ne!(n1, csr_name(&b.subject_public_key_info(), "n1"));
         assert_ne!(n1, csr_name(&a.subject_public_key_info(), "n2"));
         assert!(n1.starts_with("node-csr-") && n1.len() == "node-csr-".len() + 43);
+    }
+
+    #[test]
+    fn rotation_requests_use_generate_name_and_wait_15_minutes() {
+        let b = csr_body(None, "PEM");
+        assert_eq!(b["metadata"], json!({"generateName": "csr-"}));
+        assert_eq!(b["spec"]["signerName"], KUBELET_CLIENT_SIGNER);
+        let b = csr_body(Some("node-csr-x"), "PEM");
+        assert_eq!(b["metadata"], json!({"name": "node-csr-x"}));
+        assert_eq!(CERTIFICATE_WAIT_TIMEOUT, Duration::from_secs(900));
+        assert_eq!(APPROVAL_TIMEOUT, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn kubelet_conf_before_its_certificate_is_not_usable_but_anonymous_works() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::at(dir.path());
+        let store = CertStore {
+            dir: "/var/lib/kubelet/pki".into(),
+        };
+        let ca = crate::kubepki::Authority::generate("kubernetes").unwrap();
+        let boot = Resolved {
+            server: "https://127.0.0.1:6443".into(),
+            ca_pem: ca.cert_pem.clone().into_bytes(),
+            auth: Auth::Token("abcdef.0123456789abcdef".into()),
+        };
+        write_kubeconfig(&root, "/etc/kubernetes/kubelet.conf", &boot, &store).unwrap();
+        let e = check_kubeconfig(&root, "/etc/kubernetes/kubelet.conf").unwrap_err();
+        assert!(e.contains("kubelet-client-current.pem"), "{e}");
+        let mut clients = crate::kubelet::node::Clients {
+            root: root.clone(),
+            kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
+            anonymous: None,
+        };
+        assert!(clients.client().is_err());
+        clients.anonymous = Some(boot);
+        assert!(clients.client().is_ok());
     }
 
     #[test]

@@ -11,7 +11,6 @@ pub mod node;
 pub mod serve;
 
 use crate::fsroot::{Root, go_path_error};
-use crate::httpclient::ApiClient;
 use crate::klog::{self, Severity};
 use crate::kubeconfig::{self, Resolved};
 use args::Flags;
@@ -25,7 +24,7 @@ const DEFAULT_CERT_DIR: &str = "/var/lib/kubelet/pki";
 /// How the kubelet will talk to the API server.
 enum ClientPlan {
     /// kubelet.conf is usable as is.
-    Ready(Resolved),
+    Ready,
     /// A client certificate must be requested with these bootstrap credentials.
     Bootstrap(Resolved, String),
     /// No usable credentials: standalone mode.
@@ -54,14 +53,14 @@ fn plan_client(root: &Root, flags: &Flags) -> Result<ClientPlan, String> {
     let Some(kubeconfig_path) = flags.kubeconfig.clone() else {
         return Ok(ClientPlan::Standalone);
     };
-    if let Some(r) = bootstrap::usable_kubeconfig(root, &kubeconfig_path) {
+    if bootstrap::usable_kubeconfig(root, &kubeconfig_path).is_some() {
         klog::log(
             Severity::Info,
             "bootstrap.go:101",
             "Current kubeconfig file contents are still valid, no bootstrap necessary",
             &[],
         );
-        return Ok(ClientPlan::Ready(r));
+        return Ok(ClientPlan::Ready);
     }
     match &flags.bootstrap_kubeconfig {
         Some(b) if bootstrap::exists(root, b) => {
@@ -72,12 +71,6 @@ fn plan_client(root: &Root, flags: &Flags) -> Result<ClientPlan, String> {
         }
         _ => Ok(ClientPlan::Standalone),
     }
-}
-
-fn client_from(root: &Root, kubeconfig_path: &str) -> Result<ApiClient, String> {
-    let r = bootstrap::usable_kubeconfig(root, kubeconfig_path)
-        .ok_or_else(|| format!("{kubeconfig_path} is not usable after the TLS bootstrap"))?;
-    ApiClient::from_kubeconfig(&r, std::time::Duration::from_secs(10)).map_err(|e| format!("{e:#}"))
 }
 
 /// The certificate manager's name for the kubelet's client certificate (its signer).
@@ -138,12 +131,13 @@ fn jitter() -> f64 {
 
 /// Requests the client certificate until it is issued, in the background, as the
 /// certificate manager does with client rotation on: every failure (a 403 because the
-/// bootstrap token may not create CSRs, an unreachable server, a denied CSR) is logged
-/// and retried on its backoff, never fatal.
+/// bootstrap token may not create CSRs, an unreachable server, a denied CSR, one not
+/// signed within 15 min) is logged and retried on its backoff, never fatal; every try is
+/// a new key and a new `csr-XXXXX`.
 async fn bootstrap_until_done(root: Root, store: CertStore, boot: Resolved, node_name: String) {
     let mut failures = 0u32;
     loop {
-        match bootstrap::obtain(&root, &store, &boot, &node_name).await {
+        match bootstrap::rotate_once(&root, &store, &boot, &node_name).await {
             Ok(()) => return,
             Err(e) => {
                 let (source, line) = rotation_error_line(&e);
@@ -178,6 +172,7 @@ async fn main_flow(flags: Flags) -> i32 {
         "Golang settings",
         &[("GOGC", ""), ("GOMAXPROCS", ""), ("GOTRACEBACK", "")],
     );
+    klog::set_verbosity(flags.verbosity);
     flags.warn_ignored();
     let cfg = match &flags.config {
         Some(p) => match load_config(&root, p) {
@@ -206,12 +201,13 @@ async fn main_flow(flags: Flags) -> i32 {
         Ok(p) => p,
         Err(e) => return command_failed(&e),
     };
-    let mut pending_cert = None;
+    let mut anonymous_until_cert: Option<Resolved> = None;
     let kubeconfig_path = flags.kubeconfig.clone().unwrap_or_default();
     match &plan {
         ClientPlan::Bootstrap(boot, path) if cfg.rotate_certificates => {
             // Upstream's LoadClientConfig: kubelet.conf pointing at the (not yet
-            // existing) current pem is written first; the certificate follows.
+            // existing) current pem is written first; the certificate follows, and
+            // until it does the kubelet's requests carry no client certificate.
             klog::log(
                 Severity::Info,
                 "server.go:895",
@@ -221,12 +217,13 @@ async fn main_flow(flags: Flags) -> i32 {
             if let Err(e) = bootstrap::write_kubeconfig(&root, path, boot, &store) {
                 return command_failed(&format!("failed to run Kubelet: {e:#}"));
             }
-            pending_cert = Some(tokio::spawn(bootstrap_until_done(
+            anonymous_until_cert = Some(boot.clone());
+            tokio::spawn(bootstrap_until_done(
                 root.clone(),
                 store.clone(),
                 boot.clone(),
                 node_name.clone(),
-            )));
+            ));
         }
         ClientPlan::Bootstrap(boot, path) => {
             klog::log(
@@ -242,7 +239,7 @@ async fn main_flow(flags: Flags) -> i32 {
                 return command_failed(&format!("failed to run Kubelet: {e:#}"));
             }
         }
-        ClientPlan::Ready(_) => {}
+        ClientPlan::Ready => {}
         ClientPlan::Standalone => {
             klog::log(
                 Severity::Info,
@@ -279,39 +276,25 @@ async fn main_flow(flags: Flags) -> i32 {
         cfg.healthz_port,
     ));
 
-    let client = match plan {
-        ClientPlan::Standalone => {
-            klog::log(
-                Severity::Info,
-                "kubelet.go:1587",
-                "Skipping CSINode initialization, kubelet running in standalone mode",
-                &[],
-            );
-            return std::future::pending().await;
-        }
-        ClientPlan::Ready(r) => ApiClient::from_kubeconfig(&r, std::time::Duration::from_secs(10))
-            .map_err(|e| format!("{e:#}")),
-        ClientPlan::Bootstrap(..) => {
-            // With rotation the certificate may still be on its way: registration waits.
-            if let Some(task) = pending_cert
-                && task.await.is_err()
-            {
-                return command_failed(
-                    "failed to run Kubelet: the certificate bootstrap task failed",
-                );
-            }
-            client_from(&root, &kubeconfig_path)
-        }
-    };
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => return command_failed(&format!("failed to run Kubelet: {e}")),
+    if matches!(plan, ClientPlan::Standalone) {
+        klog::log(
+            Severity::Info,
+            "kubelet.go:1587",
+            "Skipping CSINode initialization, kubelet running in standalone mode",
+            &[],
+        );
+        return std::future::pending().await;
+    }
+    let clients = node::Clients {
+        root: root.clone(),
+        kubeconfig: kubeconfig_path,
+        anonymous: anonymous_until_cert,
     };
     let ip = flags
         .node_ip
         .clone()
         .unwrap_or_else(|| "127.0.0.1".to_owned());
-    node::register_and_heartbeat(client, node_name, ip, VERSION.to_owned()).await;
+    node::register_and_heartbeat(clients, node_name, ip, VERSION.to_owned()).await;
     0
 }
 
