@@ -11,6 +11,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a request that met an overloaded API server (429, 503) is tried.
+const BUSY_TRIES: u32 = 5;
+
 /// A failed API call: what was asked and what came back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {detail}")]
@@ -170,6 +173,9 @@ impl ApiClient {
         self.send_body(method, path, what, None).await
     }
 
+    /// One request; an overloaded API server's 429 or 503 is retried a few times, no
+    /// sooner than its Retry-After says (jittered, so a fleet does not come back in
+    /// step), before the answer is returned as it is.
     async fn send_body(
         &self,
         method: reqwest::Method,
@@ -177,29 +183,42 @@ impl ApiClient {
         what: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<(u16, Vec<u8>), ApiError> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some((content_type, bytes)) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(bytes);
-        }
-        if let Some(bearer) = &self.bearer {
-            request = request.bearer_auth(bearer);
-        }
         let err = |detail: String| ApiError {
             what: what.to_string(),
             detail,
             status: None,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| err(crate::failure::error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let body = crate::body::read_capped(response, crate::body::API_LIMIT)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok((status, body))
+        let mut pause = Duration::from_secs(1);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut request = self
+                .client
+                .request(method.clone(), format!("{}{path}", self.base));
+            if let Some((content_type, bytes)) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(bytes.clone());
+            }
+            if let Some(bearer) = &self.bearer {
+                request = request.bearer_auth(bearer);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| err(crate::failure::error_chain(&e)))?;
+            let status = response.status().as_u16();
+            if matches!(status, 429 | 503) && tries < BUSY_TRIES {
+                let after = crate::body::retry_after(response.headers()).unwrap_or(pause);
+                tokio::time::sleep(after.mul_f64(1.0 + fastrand::f64() / 2.0)).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+                continue;
+            }
+            let body = crate::body::read_capped(response, crate::body::API_LIMIT)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            return Ok((status, body));
+        }
     }
 
     /// The Node's readiness, or `None` when it does not exist.

@@ -55,6 +55,25 @@ pub async fn read_capped(
     Ok(body)
 }
 
+/// An overloaded API server's `Retry-After` (seconds, or an HTTP date), capped: a
+/// server on the path must not park the agent for a day.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    const CAP: std::time::Duration = std::time::Duration::from_secs(300);
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let after = match text.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(text)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(after.min(CAP))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +162,23 @@ mod tests {
             .expect("the server noticed the closed connection")
             .unwrap();
         assert!(written < 64 << 20, "{written} bytes were accepted");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date_and_capped() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(with("7"), Some(std::time::Duration::from_secs(7)));
+        assert_eq!(with("86400"), Some(std::time::Duration::from_secs(300)));
+        let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(30);
+        let d = with(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(d <= std::time::Duration::from_secs(30) && d >= std::time::Duration::from_secs(28));
+        assert_eq!(with("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     #[tokio::test]

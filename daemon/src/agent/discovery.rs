@@ -3,7 +3,7 @@
 //! signature or the pin establishes is final; a starting API server's answers are
 //! waited out until `timeouts.discovery`.
 
-use super::wait::Pace;
+use super::wait::{Look, Pace};
 use super::{Agent, Phase, Stop};
 use crate::discovery::{self, ClusterInfo, DiscoveryError};
 use crate::failure::Failure;
@@ -61,11 +61,11 @@ impl Agent {
                         "cluster-info verified: token signature valid, CA {} pinned",
                         pins.join(", ")
                     );
-                    Some(Ok(info))
+                    Look::Done(Ok(info))
                 }
                 Err(DiscoveryError::TokenUnknown { token_id }) => {
                     if started.elapsed() >= TOKEN_SIGNATURE_GRACE.min(s.timeouts.discovery) {
-                        return Some(Err(Failure::TokenInvalid {
+                        return Look::Done(Err(Failure::TokenInvalid {
                             token_id,
                             source_name: s.join.token_source.to_string(),
                         }));
@@ -78,15 +78,15 @@ impl Agent {
                         );
                         warned_token = true;
                     }
-                    None
+                    Look::Again
                 }
                 // Established by the token's signature or the pin: no retry changes it.
                 Err(e @ DiscoveryError::CaPinMismatch { .. }) => {
-                    Some(Err(Failure::CaPinMismatch {
+                    Look::Done(Err(Failure::CaPinMismatch {
                         detail: e.to_string(),
                     }))
                 }
-                Err(e) if e.is_verified() => Some(Err(Failure::ClusterInfoInvalid {
+                Err(e) if e.is_verified() => Look::Done(Err(Failure::ClusterInfoInvalid {
                     detail: e.to_string(),
                 })),
                 // Anything else may be a starting API server, or anyone on the path:
@@ -94,7 +94,7 @@ impl Agent {
                 Err(e) => {
                     let waited = started.elapsed();
                     if waited >= s.timeouts.discovery {
-                        return Some(Err(if e.is_outage() {
+                        return Look::Done(Err(if e.is_outage() {
                             Failure::ApiServerUnreachable {
                                 detail: e.to_string(),
                                 port: s.join.api_server.port,
@@ -120,7 +120,10 @@ impl Agent {
                         telemetry::notify_status(&format!("discovery: waiting: {text}"));
                         last_seen = text;
                     }
-                    None
+                    match e.retry_after() {
+                        Some(after) => Look::AgainAfter(after),
+                        None => Look::Again,
+                    }
                 }
             }
         })

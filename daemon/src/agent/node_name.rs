@@ -4,7 +4,7 @@
 //! and waits for a lingering Ready Node to go NotReady instead of letting kubeadm fail
 //! and leave files behind.
 
-use super::wait::Pace;
+use super::wait::{Look, Pace};
 use super::{Agent, Stop};
 use crate::apiserver::ApiClient;
 use crate::discovery::ClusterInfo;
@@ -40,7 +40,7 @@ impl Agent {
         // new node name or token dropped in ends the wait at once.
         self.wait_until(Pace::doubling(RECHECK, RECHECK), &[], async || {
             match client.node(name).await {
-                Ok(None) => Some(Ok(())),
+                Ok(None) => Look::Done(Ok(())),
                 Ok(Some(node)) if node.ready != "True" => {
                     info!(
                         phase = PHASE,
@@ -66,11 +66,11 @@ impl Agent {
                             ),
                         }
                     }
-                    Some(Ok(()))
+                    Look::Done(Ok(()))
                 }
                 Ok(Some(node)) => {
                     if started.elapsed() >= s.join.node_conflict_wait {
-                        return Some(Err(Failure::NodeNameTaken {
+                        return Look::Done(Err(Failure::NodeNameTaken {
                             node: name.clone(),
                             waited: s.join.node_conflict_wait,
                         }));
@@ -91,11 +91,11 @@ impl Agent {
                         ));
                         reported = true;
                     }
-                    None
+                    Look::Again
                 }
                 Err(e) => {
                     warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
-                    Some(Ok(()))
+                    Look::Done(Ok(()))
                 }
             }
         })

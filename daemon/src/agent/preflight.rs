@@ -2,7 +2,7 @@
 //! unit flags, then the checks worth waiting for: the container runtime over CRI and
 //! the API server's DNS name and port.
 
-use super::wait::Pace;
+use super::wait::{Look, Pace};
 use super::{Agent, Phase, Stop};
 use crate::failure::Failure;
 use crate::kubeadm::{self, KubeadmVersion};
@@ -63,7 +63,7 @@ impl Agent {
             findings.extend(preflight::network::check(&s.join.api_server).await);
             let findings = preflight::downgrade(findings, &s.preflight.warn_only);
             if let Some(f) = preflight::first_failure(&findings) {
-                return Some(Err(failure_of(f)));
+                return Look::Done(Err(failure_of(f)));
             }
             let waiting: Vec<_> = findings
                 .iter()
@@ -71,7 +71,7 @@ impl Agent {
                 .collect();
             if waiting.is_empty() {
                 findings.iter().for_each(log_finding);
-                return Some(Ok(()));
+                return Look::Done(Ok(()));
             }
             let waited = started.elapsed();
             for f in &waiting {
@@ -102,13 +102,13 @@ impl Agent {
                     }
                 }
                 if f.check == "container-runtime" && waited >= s.containerd_ready_timeout {
-                    return Some(Err(Failure::ContainerdNotReady {
+                    return Look::Done(Err(Failure::ContainerdNotReady {
                         detail: why.clone(),
                         waited,
                     }));
                 }
                 if f.check != "container-runtime" && waited >= s.timeouts.discovery {
-                    return Some(Err(Failure::ApiServerUnreachable {
+                    return Look::Done(Err(Failure::ApiServerUnreachable {
                         detail: why.clone(),
                         port: s.join.api_server.port,
                     }));
@@ -124,7 +124,7 @@ impl Agent {
                 telemetry::notify_status(&format!("preflight: waiting: {summary}"));
                 last_reported = summary;
             }
-            None
+            Look::Again
         })
         .await?;
         Ok(version)

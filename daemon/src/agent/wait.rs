@@ -12,7 +12,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How often to look again: `first` for `steady`, then doubling up to `max`.
+/// What a look found.
+pub(super) enum Look<T> {
+    /// The wait is over: this is its outcome.
+    Done(Result<T, Failure>),
+    /// Not yet: look again at the pace.
+    Again,
+    /// Not yet, and not before this long (an API server's Retry-After).
+    AgainAfter(Duration),
+}
+
+/// How often to look again: `first` for `steady`, then doubling up to `max`. Each
+/// pause is jittered (half to one and a half times), so nodes that started waiting
+/// together (a fleet booting, a control plane coming back) do not look in lockstep.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Pace {
     next: Duration,
@@ -35,13 +47,18 @@ impl Pace {
         }
     }
 
-    /// The pause before the next look.
-    fn advance(&mut self) -> Duration {
-        let pause = self.next;
+    /// The pause before the next look, with `draw` in [0, 1).
+    fn advance_with(&mut self, draw: f64) -> Duration {
+        let pause = self.next.mul_f64(0.5 + draw.clamp(0.0, 1.0));
         if Instant::now() >= self.steady_until {
             self.next = (self.next * 2).min(self.max);
         }
         pause
+    }
+
+    /// The pause before the next look.
+    fn advance(&mut self) -> Duration {
+        self.advance_with(fastrand::f64())
     }
 }
 
@@ -53,16 +70,19 @@ impl Agent {
         &self,
         mut pace: Pace,
         watch: &[PathBuf],
-        mut look: impl AsyncFnMut() -> Option<Result<T, Failure>>,
+        mut look: impl AsyncFnMut() -> Look<T>,
     ) -> Result<T, Stop> {
         let mut config = ConfigWatch::new(&self.paths, &self.settings);
         let mut files = watch_dirs(watch);
         loop {
-            if let Some(result) = look().await {
-                return result.map_err(Stop::Failed);
-            }
+            let pause = match look().await {
+                Look::Done(result) => return result.map_err(Stop::Failed),
+                Look::Again => pace.advance(),
+                // At least what the server asked, and spread over half as long again.
+                Look::AgainAfter(after) => after.mul_f64(1.0 + fastrand::f64() / 2.0),
+            };
             tokio::select! {
-                _ = tokio::time::sleep(pace.advance()) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = next_event(&mut files) => {}
                 changed = config.next() => {
                     if let Some(settings) = changed {
@@ -118,15 +138,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pace_holds_then_doubles_to_its_cap() {
+    fn pace_holds_then_doubles_to_its_cap_jittered() {
         let mut pace = Pace::doubling(Duration::from_millis(500), Duration::from_secs(2));
-        let pauses: Vec<_> = (0..4).map(|_| pace.advance().as_millis()).collect();
+        let pauses: Vec<_> = (0..4).map(|_| pace.advance_with(0.5).as_millis()).collect();
         assert_eq!(pauses, [500, 1000, 2000, 2000]);
         let mut steady = Pace::steady_then_doubling(
             Duration::from_millis(500),
             Duration::from_secs(3600),
             Duration::from_secs(5),
         );
-        assert!((0..5).all(|_| steady.advance() == Duration::from_millis(500)));
+        assert!((0..5).all(|_| steady.advance_with(0.5) == Duration::from_millis(500)));
+        let mut jittered = Pace::doubling(Duration::from_secs(2), Duration::from_secs(2));
+        assert_eq!(jittered.advance_with(0.0), Duration::from_secs(1));
+        assert_eq!(jittered.advance_with(1.0), Duration::from_secs(3));
+        let mut any = Pace::doubling(Duration::from_secs(2), Duration::from_secs(2));
+        assert!(
+            (0..100)
+                .map(|_| any.advance())
+                .all(|p| p >= Duration::from_secs(1) && p <= Duration::from_secs(3))
+        );
     }
 }

@@ -37,6 +37,17 @@ pub enum DiscoveryError {
         /// What happened.
         detail: String,
     },
+    /// The API server is overloaded or not ready (429, 503), maybe saying when to
+    /// come back.
+    #[error("API server {endpoint} is busy: HTTP {status} for cluster-info{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    Busy {
+        /// The endpoint.
+        endpoint: String,
+        /// 429 or 503.
+        status: u16,
+        /// Its Retry-After.
+        retry_after: Option<Duration>,
+    },
     /// The API server answered cluster-info with a refusal (4xx other than 429).
     #[error("{}", refusal_text(endpoint, *status, message))]
     Refused {
@@ -134,7 +145,18 @@ impl DiscoveryError {
     /// The API server is down, overloaded or not reachable (as opposed to answering
     /// something odd).
     pub fn is_outage(&self) -> bool {
-        matches!(self, DiscoveryError::Unreachable { .. })
+        matches!(
+            self,
+            DiscoveryError::Unreachable { .. } | DiscoveryError::Busy { .. }
+        )
+    }
+
+    /// How long the API server asked to be left alone, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DiscoveryError::Busy { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -276,6 +298,7 @@ async fn fetch(
         }
     })?;
     let status = response.status();
+    let retry_after = crate::body::retry_after(response.headers());
     let date = response
         .headers()
         .get(reqwest::header::DATE)
@@ -293,7 +316,14 @@ async fn fetch(
                 reason: too_large.to_string(),
             },
         })?;
-    if status.is_server_error() || status.as_u16() == 429 {
+    if matches!(status.as_u16(), 429 | 503) {
+        return Err(DiscoveryError::Busy {
+            endpoint: endpoint.to_string(),
+            status: status.as_u16(),
+            retry_after,
+        });
+    }
+    if status.is_server_error() {
         return Err(DiscoveryError::Unreachable {
             endpoint: endpoint.to_string(),
             detail: format!("HTTP {status} for cluster-info"),

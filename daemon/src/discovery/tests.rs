@@ -73,8 +73,14 @@ async fn serve(ca: &TestCa, bodies: Vec<(u16, String)>) -> Endpoint {
                 let _ = tls.read(&mut buf).await;
                 let (status, body) = bodies.lock().unwrap().next().unwrap_or((500, "{}".into()));
                 let date = httpdate::fmt_http_date(SystemTime::now());
+                // An overloaded server says when to come back.
+                let retry = if status == 429 {
+                    "retry-after: 3\r\n"
+                } else {
+                    ""
+                };
                 let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ndate: {date}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ndate: {date}\r\n{retry}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = tls.write_all(response.as_bytes()).await;
@@ -221,6 +227,33 @@ async fn server_errors_and_refused_connections_are_transient() {
     };
     let err = discover(&closed, &token(), &[pin]).await.unwrap_err();
     assert!(err.is_outage() && !err.is_verified(), "{err}");
+}
+
+#[tokio::test]
+async fn an_overloaded_server_is_busy_and_says_when_to_come_back() {
+    let ca = TestCa::new();
+    let ep = serve(&ca, vec![(429, "{}".into()), (503, "{}".into())]).await;
+    let pin = pki::spki_pin(&ca.der, "ca").unwrap();
+    let err = discover(&ep, &token(), std::slice::from_ref(&pin))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::Busy { status: 429, .. }) && err.is_outage(),
+        "{err}"
+    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    let err = discover(&ep, &token(), &[pin]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DiscoveryError::Busy {
+                status: 503,
+                retry_after: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
