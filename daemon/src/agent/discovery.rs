@@ -3,10 +3,12 @@
 //! signature or the pin establishes is final; a starting API server's answers are
 //! waited out until `timeouts.discovery`.
 
-use super::wait::{Look, Pace};
+use super::wait::{self, Look, Pace};
 use super::{Agent, Phase, Stop};
+use crate::config::Settings;
 use crate::discovery::{self, ClusterInfo, DiscoveryError};
 use crate::failure::Failure;
+use crate::paths::Paths;
 use crate::pki;
 use crate::telemetry;
 use std::time::Duration;
@@ -20,113 +22,122 @@ const TOKEN_SIGNATURE_GRACE: Duration = Duration::from_secs(60);
 impl Agent {
     /// cluster-info fetched, the token's signature verified, the CA pinned.
     pub(super) async fn discovery(&self) -> Result<ClusterInfo, Stop> {
-        let s = &self.settings;
         self.enter(
             Phase::Discovery,
-            &format!("fetching cluster-info from {}", s.join.api_server),
+            &format!(
+                "fetching cluster-info from {}",
+                self.settings.join.api_server
+            ),
         );
-        let started = Instant::now();
-        let mut warned_token = false;
-        let mut last_seen = String::new();
-        // Every 0.5 s while a token created moments ago may get its signature or a
-        // starting API server its RBAC policy, then backing off to kubeadm's 5 s.
-        let pace = Pace::steady_then_doubling(
-            Duration::from_millis(500),
-            Duration::from_secs(10),
-            Duration::from_secs(5),
-        );
-        self.wait_until(pace, &[], async || {
-            match discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await {
-                Ok(info) => {
-                    if s.join.ca_pins.is_empty() {
-                        warn!(
-                            "cluster CA accepted without a pin (unsafe_skip_ca_verification = true)"
-                        );
-                    }
-                    if let Some(skew) = info.clock_skew_secs.filter(|s| s.abs() > 60) {
-                        warn!(
-                            "this node's clock is {}s {} the API server's: certificates may look not-yet-valid or expired; fix time synchronization (systemd-timesyncd, chrony)",
-                            skew.abs(),
-                            if skew > 0 { "ahead of" } else { "behind" }
-                        );
-                    }
-                    let pins: Vec<_> = info
-                        .ca
-                        .iter()
-                        .filter_map(|c| pki::spki_pin(c, "ca").ok())
-                        .map(|p| p.0)
-                        .collect();
+        discover(&self.paths, &self.settings).await
+    }
+}
+
+/// Discovery until verified, or until its deadlines: the agent's discovery phase
+/// without the phase line, for anything that runs it (the fleet simulation runs a
+/// thousand).
+pub async fn discover(paths: &Paths, s: &Settings) -> Result<ClusterInfo, Stop> {
+    let started = Instant::now();
+    let mut warned_token = false;
+    let mut last_seen = String::new();
+    // Every 0.5 s while a token created moments ago may get its signature or a
+    // starting API server its RBAC policy, then backing off to kubeadm's 5 s.
+    let pace = Pace::steady_then_doubling(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+        Duration::from_secs(5),
+    );
+    wait::until(paths, s, pace, &[], async || {
+        match discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await {
+            Ok(info) => {
+                if s.join.ca_pins.is_empty() {
+                    warn!(
+                        "cluster CA accepted without a pin (unsafe_skip_ca_verification = true)"
+                    );
+                }
+                if let Some(skew) = info.clock_skew_secs.filter(|s| s.abs() > 60) {
+                    warn!(
+                        "this node's clock is {}s {} the API server's: certificates may look not-yet-valid or expired; fix time synchronization (systemd-timesyncd, chrony)",
+                        skew.abs(),
+                        if skew > 0 { "ahead of" } else { "behind" }
+                    );
+                }
+                let pins: Vec<_> = info
+                    .ca
+                    .iter()
+                    .filter_map(|c| pki::spki_pin(c, "ca").ok())
+                    .map(|p| p.0)
+                    .collect();
+                info!(
+                    phase = Phase::Discovery.name(),
+                    "cluster-info verified: token signature valid, CA {} pinned",
+                    pins.join(", ")
+                );
+                Look::Done(Ok(info))
+            }
+            Err(DiscoveryError::TokenUnknown { token_id }) => {
+                if started.elapsed() >= TOKEN_SIGNATURE_GRACE.min(s.timeouts.discovery) {
+                    return Look::Done(Err(Failure::TokenInvalid {
+                        token_id,
+                        source_name: s.join.token_source.to_string(),
+                    }));
+                }
+                if !warned_token {
+                    warn!(
+                        "cluster-info has no signature for token id \"{token_id}\": the token is unknown, expired, or was created moments ago (the controller manager signs a new one within seconds); create one with `kubeadm token create` on a control plane and write it to {}; looking again for up to {}s",
+                        s.join.token_source,
+                        TOKEN_SIGNATURE_GRACE.as_secs()
+                    );
+                    warned_token = true;
+                }
+                Look::Again
+            }
+            // Established by the token's signature or the pin: no retry changes it.
+            Err(e @ DiscoveryError::CaPinMismatch { .. }) => {
+                Look::Done(Err(Failure::CaPinMismatch {
+                    detail: e.to_string(),
+                }))
+            }
+            Err(e) if e.is_verified() => Look::Done(Err(Failure::ClusterInfoInvalid {
+                detail: e.to_string(),
+            })),
+            // Anything else may be a starting API server, or anyone on the path:
+            // waited out until timeouts.discovery, then named as what it is.
+            Err(e) => {
+                let waited = started.elapsed();
+                if waited >= s.timeouts.discovery {
+                    return Look::Done(Err(if e.is_outage() {
+                        Failure::ApiServerUnreachable {
+                            detail: e.to_string(),
+                            port: s.join.api_server.port,
+                        }
+                    } else {
+                        Failure::ClusterInfoInvalid {
+                            detail: format!(
+                                "{e} (answered so for the {} of timeouts.discovery)",
+                                humantime::format_duration(s.timeouts.discovery)
+                            ),
+                        }
+                    }));
+                }
+                let text = e.to_string();
+                if text != last_seen {
                     info!(
                         phase = Phase::Discovery.name(),
-                        "cluster-info verified: token signature valid, CA {} pinned",
-                        pins.join(", ")
+                        "waiting: {text}; retrying for up to {} more (timeouts.discovery)",
+                        humantime::format_duration(Duration::from_secs(
+                            (s.timeouts.discovery - waited).as_secs()
+                        ))
                     );
-                    Look::Done(Ok(info))
+                    telemetry::notify_status(&format!("discovery: waiting: {text}"));
+                    last_seen = text;
                 }
-                Err(DiscoveryError::TokenUnknown { token_id }) => {
-                    if started.elapsed() >= TOKEN_SIGNATURE_GRACE.min(s.timeouts.discovery) {
-                        return Look::Done(Err(Failure::TokenInvalid {
-                            token_id,
-                            source_name: s.join.token_source.to_string(),
-                        }));
-                    }
-                    if !warned_token {
-                        warn!(
-                            "cluster-info has no signature for token id \"{token_id}\": the token is unknown, expired, or was created moments ago (the controller manager signs a new one within seconds); create one with `kubeadm token create` on a control plane and write it to {}; looking again for up to {}s",
-                            s.join.token_source,
-                            TOKEN_SIGNATURE_GRACE.as_secs()
-                        );
-                        warned_token = true;
-                    }
-                    Look::Again
-                }
-                // Established by the token's signature or the pin: no retry changes it.
-                Err(e @ DiscoveryError::CaPinMismatch { .. }) => {
-                    Look::Done(Err(Failure::CaPinMismatch {
-                        detail: e.to_string(),
-                    }))
-                }
-                Err(e) if e.is_verified() => Look::Done(Err(Failure::ClusterInfoInvalid {
-                    detail: e.to_string(),
-                })),
-                // Anything else may be a starting API server, or anyone on the path:
-                // waited out until timeouts.discovery, then named as what it is.
-                Err(e) => {
-                    let waited = started.elapsed();
-                    if waited >= s.timeouts.discovery {
-                        return Look::Done(Err(if e.is_outage() {
-                            Failure::ApiServerUnreachable {
-                                detail: e.to_string(),
-                                port: s.join.api_server.port,
-                            }
-                        } else {
-                            Failure::ClusterInfoInvalid {
-                                detail: format!(
-                                    "{e} (answered so for the {} of timeouts.discovery)",
-                                    humantime::format_duration(s.timeouts.discovery)
-                                ),
-                            }
-                        }));
-                    }
-                    let text = e.to_string();
-                    if text != last_seen {
-                        info!(
-                            phase = Phase::Discovery.name(),
-                            "waiting: {text}; retrying for up to {} more (timeouts.discovery)",
-                            humantime::format_duration(Duration::from_secs(
-                                (s.timeouts.discovery - waited).as_secs()
-                            ))
-                        );
-                        telemetry::notify_status(&format!("discovery: waiting: {text}"));
-                        last_seen = text;
-                    }
-                    match e.retry_after() {
-                        Some(after) => Look::AgainAfter(after),
-                        None => Look::Again,
-                    }
+                match e.retry_after() {
+                    Some(after) => Look::AgainAfter(after),
+                    None => Look::Again,
                 }
             }
-        })
-        .await
-    }
+        }
+    })
+    .await
 }

@@ -19,7 +19,7 @@
 
 mod already_joined;
 mod context;
-mod discovery;
+pub mod discovery;
 mod gate_kubelet;
 mod handoff;
 mod join;
@@ -28,11 +28,11 @@ mod node_name;
 mod phase;
 mod policy;
 mod preflight;
-mod record;
+pub mod record;
 mod serve;
 mod tls_bootstrap;
 mod verify;
-mod wait;
+pub mod wait;
 
 pub use load_config::run;
 pub use phase::{Exit, Phase};
@@ -58,7 +58,7 @@ pub struct Agent {
 }
 
 /// How an attempt ends without a join.
-enum Stop {
+pub enum Stop {
     /// A phase failed: the failure policy (policy.rs) decides what next.
     Failed(Failure),
     /// The configuration changed while a phase waited: start over with it.

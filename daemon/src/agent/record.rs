@@ -9,8 +9,8 @@
 //! carries on: the record is a courtesy, never a reason to fail a joined node.
 
 use super::{Agent, Joined};
-use crate::apiserver::ApiClient;
-use crate::state::AttemptRecord;
+use crate::apiserver::{ApiClient, ApiError};
+use crate::state::{AttemptRecord, State};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
@@ -53,24 +53,8 @@ impl Agent {
         };
         let node = &s.join.node_name;
         for attempt in &pending {
-            let message = format!(
-                "attempt {} failed ({}): {}",
-                attempt.attempt,
-                attempt.failure.as_deref().unwrap_or("unknown"),
-                attempt.message.as_deref().unwrap_or("")
-            );
-            let event = event(
-                node,
-                attempt_event_name(node, attempt),
-                "JoinAttemptFailed",
-                "Warning",
-                &message,
-                &attempt.started_at,
-            );
-            if let Err(e) = client.create_event(EVENT_NAMESPACE, &event).await {
-                warn!(
-                    "the API server refused the join record ({e}); the node is joined, its story stays in the journal and `kube-join-agent diagnose`"
-                );
+            if let Err(e) = post_attempt(&client, node, attempt).await {
+                refused(&e);
                 return;
             }
             self.mark_posted(attempt);
@@ -78,26 +62,17 @@ impl Agent {
         if !needs_join_record {
             return;
         }
-        let (annotations, message, joined_at) = self.join_summary();
-        if let Err(e) = client.annotate_node(node, &annotations).await {
-            warn!(
-                "the API server refused the join record ({e}); the node is joined, its story stays in the journal and `kube-join-agent diagnose`"
-            );
+        let summary = summary(&self.state.lock().expect("state lock"));
+        if let Err(e) = post_join(&client, node, &summary).await {
+            refused(&e);
             return;
-        }
-        let name = format!("{node}.kube-join-agent.joined.{}", short_hash(&joined_at));
-        let joined_event = event(node, name, "Joined", "Normal", &message, &joined_at);
-        if let Err(e) = client.create_event(EVENT_NAMESPACE, &joined_event).await {
-            warn!(
-                "the API server refused the Joined Event ({e}); the Node's annotations record the join"
-            );
         }
         let mut state = self.state.lock().expect("state lock");
         state.join_recorded = true;
         if let Err(e) = state.save(&self.paths.state_file()) {
             warn!("cannot save state: {e}");
         }
-        info!("join recorded on Node \"{node}\": {message}");
+        info!("join recorded on Node \"{node}\": {}", summary.message);
     }
 
     fn mark_posted(&self, attempt: &AttemptRecord) {
@@ -113,47 +88,113 @@ impl Agent {
             warn!("cannot save state: {e}");
         }
     }
+}
 
-    /// The annotations, the Joined Event's message, and when the node joined.
-    fn join_summary(&self) -> (Map<String, Value>, String, String) {
-        let state = self.state.lock().expect("state lock");
-        let joined_at = state
-            .joined_since
-            .clone()
-            .unwrap_or_else(crate::state::now_rfc3339);
-        let attempts = state.history.len().max(1);
-        let mut classes: Vec<&str> = Vec::new();
-        for class in state.history.iter().filter_map(|a| a.failure.as_deref()) {
-            if !classes.contains(&class) {
-                classes.push(class);
-            }
+/// What the join record says: the annotations, the Joined Event's message, and when
+/// the node joined.
+pub struct JoinSummary {
+    /// `kube-join-agent.io/...` annotations.
+    pub annotations: Map<String, Value>,
+    /// The Joined Event's message.
+    pub message: String,
+    /// When the node joined (RFC 3339).
+    pub joined_at: String,
+}
+
+/// The join record a state file tells.
+pub fn summary(state: &State) -> JoinSummary {
+    let joined_at = state
+        .joined_since
+        .clone()
+        .unwrap_or_else(crate::state::now_rfc3339);
+    let attempts = state.history.len().max(1);
+    let mut classes: Vec<&str> = Vec::new();
+    for class in state.history.iter().filter_map(|a| a.failure.as_deref()) {
+        if !classes.contains(&class) {
+            classes.push(class);
         }
-        let duration = state
-            .join_duration_ms
-            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-            .unwrap_or_default();
-        let kubeadm = state.kubeadm_version.clone().unwrap_or_default();
-        let agent = env!("CARGO_PKG_VERSION");
-        let mut a = Map::new();
-        let mut put = |k: &str, v: String| {
-            a.insert(format!("{ANNOTATION_PREFIX}{k}"), Value::String(v));
-        };
-        put("joined-at", joined_at.clone());
-        put("attempts", attempts.to_string());
-        put("join-duration", duration.clone());
-        put("agent-version", agent.to_string());
-        put("kubeadm-version", kubeadm.clone());
-        put("failure-classes", classes.join(","));
-        let through = if classes.is_empty() {
-            String::new()
-        } else {
-            format!(", through {}", classes.join(", "))
-        };
-        let message = format!(
-            "joined in {duration} after {attempts} attempt(s){through} (kube-join-agent {agent}, kubeadm {kubeadm})"
-        );
-        (a, message, joined_at)
     }
+    let duration = state
+        .join_duration_ms
+        .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    let kubeadm = state.kubeadm_version.clone().unwrap_or_default();
+    let agent = env!("CARGO_PKG_VERSION");
+    let mut a = Map::new();
+    let mut put = |k: &str, v: String| {
+        a.insert(format!("{ANNOTATION_PREFIX}{k}"), Value::String(v));
+    };
+    put("joined-at", joined_at.clone());
+    put("attempts", attempts.to_string());
+    put("join-duration", duration.clone());
+    put("agent-version", agent.to_string());
+    put("kubeadm-version", kubeadm.clone());
+    put("failure-classes", classes.join(","));
+    let through = if classes.is_empty() {
+        String::new()
+    } else {
+        format!(", through {}", classes.join(", "))
+    };
+    let message = format!(
+        "joined in {duration} after {attempts} attempt(s){through} (kube-join-agent {agent}, kubeadm {kubeadm})"
+    );
+    JoinSummary {
+        annotations: a,
+        message,
+        joined_at,
+    }
+}
+
+/// Posts the JoinAttemptFailed Event of one failed attempt.
+pub async fn post_attempt(
+    client: &ApiClient,
+    node: &str,
+    attempt: &AttemptRecord,
+) -> Result<(), ApiError> {
+    let message = format!(
+        "attempt {} failed ({}): {}",
+        attempt.attempt,
+        attempt.failure.as_deref().unwrap_or("unknown"),
+        attempt.message.as_deref().unwrap_or("")
+    );
+    let e = event(
+        node,
+        attempt_event_name(node, attempt),
+        "JoinAttemptFailed",
+        "Warning",
+        &message,
+        &attempt.started_at,
+    );
+    client.create_event(EVENT_NAMESPACE, &e).await
+}
+
+/// Annotates the Node and posts the Joined Event.
+pub async fn post_join(
+    client: &ApiClient,
+    node: &str,
+    summary: &JoinSummary,
+) -> Result<(), ApiError> {
+    client.annotate_node(node, &summary.annotations).await?;
+    let name = format!(
+        "{node}.kube-join-agent.joined.{}",
+        short_hash(&summary.joined_at)
+    );
+    let joined = event(
+        node,
+        name,
+        "Joined",
+        "Normal",
+        &summary.message,
+        &summary.joined_at,
+    );
+    client.create_event(EVENT_NAMESPACE, &joined).await
+}
+
+/// Said once: the record is a courtesy, never a reason to fail a joined node.
+fn refused(e: &ApiError) {
+    warn!(
+        "the API server refused the join record ({e}); the node is joined, its story stays in the journal and `kube-join-agent diagnose`"
+    );
 }
 
 /// An Event about the Node `node`.

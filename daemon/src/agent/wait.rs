@@ -5,7 +5,9 @@
 //! any wait within moments: the attempt starts over with it.
 
 use super::{Agent, Stop};
+use crate::config::Settings;
 use crate::failure::Failure;
+use crate::paths::Paths;
 use crate::reload::ConfigWatch;
 use futures_util::StreamExt;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// What a look found.
-pub(super) enum Look<T> {
+pub enum Look<T> {
     /// The wait is over: this is its outcome.
     Done(Result<T, Failure>),
     /// Not yet: look again at the pace.
@@ -26,7 +28,7 @@ pub(super) enum Look<T> {
 /// pause is jittered (half to one and a half times), so nodes that started waiting
 /// together (a fleet booting, a control plane coming back) do not look in lockstep.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Pace {
+pub struct Pace {
     next: Duration,
     max: Duration,
     steady_until: Instant,
@@ -34,12 +36,12 @@ pub(super) struct Pace {
 
 impl Pace {
     /// `first`, doubling up to `max`.
-    pub(super) fn doubling(first: Duration, max: Duration) -> Self {
+    pub fn doubling(first: Duration, max: Duration) -> Self {
         Self::steady_then_doubling(first, Duration::ZERO, max)
     }
 
     /// `first` for `steady` (a change expected within seconds), then doubling to `max`.
-    pub(super) fn steady_then_doubling(first: Duration, steady: Duration, max: Duration) -> Self {
+    pub fn steady_then_doubling(first: Duration, steady: Duration, max: Duration) -> Self {
         Self {
             next: first,
             max,
@@ -63,34 +65,14 @@ impl Pace {
 }
 
 impl Agent {
-    /// Calls `look` now and again until it returns `Some`: after each pause of `pace`, at
-    /// once after a file event in `watch` (directories that exist), and at SIGHUP. A
-    /// changed, valid configuration ends the wait with [`Stop::Reconfigured`].
+    /// [`until`], watching this agent's configuration.
     pub(super) async fn wait_until<T>(
         &self,
-        mut pace: Pace,
+        pace: Pace,
         watch: &[PathBuf],
-        mut look: impl AsyncFnMut() -> Look<T>,
+        look: impl AsyncFnMut() -> Look<T>,
     ) -> Result<T, Stop> {
-        let mut config = ConfigWatch::new(&self.paths, &self.settings);
-        let mut files = watch_dirs(watch);
-        loop {
-            let pause = match look().await {
-                Look::Done(result) => return result.map_err(Stop::Failed),
-                Look::Again => pace.advance(),
-                // At least what the server asked, and spread over half as long again.
-                Look::AgainAfter(after) => after.mul_f64(1.0 + fastrand::f64() / 2.0),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = next_event(&mut files) => {}
-                changed = config.next() => {
-                    if let Some(settings) = changed {
-                        return Err(Stop::Reconfigured(settings));
-                    }
-                }
-            }
-        }
+        until(&self.paths, &self.settings, pace, watch, look).await
     }
 
     /// Sleeps `pause`, cut short by a changed configuration or SIGHUP.
@@ -99,6 +81,38 @@ impl Agent {
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = config.next() => {}
+        }
+    }
+}
+
+/// Calls `look` now and again until it is done: after each pause of `pace`, at once
+/// after a file event in `watch` (directories that exist), and at SIGHUP. A changed,
+/// valid configuration (the one `settings` was read from, below `paths`) ends the wait
+/// with [`Stop::Reconfigured`].
+pub async fn until<T>(
+    paths: &Paths,
+    settings: &Settings,
+    mut pace: Pace,
+    watch: &[PathBuf],
+    mut look: impl AsyncFnMut() -> Look<T>,
+) -> Result<T, Stop> {
+    let mut config = ConfigWatch::new(paths, settings);
+    let mut files = watch_dirs(watch);
+    loop {
+        let pause = match look().await {
+            Look::Done(result) => return result.map_err(Stop::Failed),
+            Look::Again => pace.advance(),
+            // At least what the server asked, and spread over half as long again.
+            Look::AgainAfter(after) => after.mul_f64(1.0 + fastrand::f64() / 2.0),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = next_event(&mut files) => {}
+            changed = config.next() => {
+                if let Some(settings) = changed {
+                    return Err(Stop::Reconfigured(settings));
+                }
+            }
         }
     }
 }
