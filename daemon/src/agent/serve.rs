@@ -10,8 +10,6 @@ use crate::systemd::UnitChanges;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// Warn this long before the kubelet client certificate expires.
-const EXPIRY_WARNING_SECS: i64 = 7 * 24 * 3600;
 /// Expiry is wall-clock time, sleeps are monotonic: look again at least this often so
 /// a suspended machine or a stepped clock cannot make the warning late by much.
 const LONGEST_SLEEP: Duration = Duration::from_secs(24 * 3600);
@@ -83,7 +81,7 @@ impl Agent {
                 kubelet_said = kubelet.clone();
             }
             self.watch_says(seen.problem().into_iter().chain(kubelet).collect());
-            let next_look = seen.next_look();
+            let next_look = seen.next_look(self.warning_secs());
             tokio::select! {
                 _ = tokio::time::sleep(next_look.min(LONGEST_SLEEP)) => {}
                 _ = next_event(&mut files) => {}
@@ -130,11 +128,16 @@ impl Agent {
         }
     }
 
+    /// `[kubelet] certificate_warning`, in seconds.
+    fn warning_secs(&self) -> i64 {
+        self.settings.certificate_warning.as_secs() as i64
+    }
+
     /// The kubelet's credentials as they are now.
     fn credentials(&self, ca: &[rustls::pki_types::CertificateDer<'static>]) -> Credentials {
         let node = &self.settings.join.node_name;
         match kubelet::check_kubelet_conf(&self.paths, ca, node) {
-            Ok(creds) if creds.summary.expires_in_secs < EXPIRY_WARNING_SECS => {
+            Ok(creds) if creds.summary.expires_in_secs < self.warning_secs() => {
                 Credentials::Expiring {
                     not_after: creds.summary.not_after,
                     secs_left: creds.summary.expires_in_secs,
@@ -180,9 +183,9 @@ impl Credentials {
 
     /// When to look again without a file event: when the expiry warning comes due,
     /// when the certificate expires.
-    fn next_look(&self) -> Duration {
+    fn next_look(&self, warning_secs: i64) -> Duration {
         let secs = match self {
-            Credentials::Valid { secs_left, .. } => secs_left - EXPIRY_WARNING_SECS,
+            Credentials::Valid { secs_left, .. } => secs_left - warning_secs,
             Credentials::Expiring { secs_left, .. } => *secs_left,
             Credentials::Invalid(_) => LONGEST_SLEEP.as_secs() as i64,
         };

@@ -89,6 +89,7 @@ struct ContainerdFragment {
 #[serde(deny_unknown_fields)]
 struct KubeletFragment {
     unit: Option<String>,
+    certificate_warning: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +153,7 @@ pub struct Merged {
     pub containerd_socket: Option<Sourced<PathBuf>>,
     pub containerd_ready_timeout: Option<Sourced<String>>,
     pub kubelet_unit: Option<Sourced<String>>,
+    pub certificate_warning: Option<Sourced<String>>,
     pub min_memory_mib: Option<Sourced<i64>>,
     pub min_disk_free_mib: Option<Sourced<i64>>,
     pub warn_only: Option<Sourced<Vec<String>>>,
@@ -239,6 +241,7 @@ impl Merged {
         }
         if let Some(k) = fragment.kubelet {
             take!(self.kubelet_unit, k.unit, file);
+            take!(self.certificate_warning, k.certificate_warning, file);
         }
         if let Some(p) = fragment.preflight {
             take!(self.min_memory_mib, p.min_memory_mib, file);

@@ -275,6 +275,9 @@ pub struct Settings {
     pub etcd: EtcdSettings,
     /// `[kubelet] unit`.
     pub kubelet_unit: String,
+    /// `[kubelet] certificate_warning`: once joined, warn this long before the
+    /// kubelet's client certificate expires without having been rotated.
+    pub certificate_warning: Duration,
     /// `[preflight]`.
     pub preflight: PreflightSettings,
     /// The files that made this configuration, in merge order.

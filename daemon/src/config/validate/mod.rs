@@ -4,7 +4,7 @@
 mod join;
 mod registration;
 mod sections;
-mod values;
+pub(super) mod values;
 
 pub use values::check_private;
 
@@ -22,6 +22,8 @@ pub fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Setting
     let timeouts = sections::timeouts(&m)?;
     let containerd = sections::containerd(&m)?;
     let kubelet_unit = sections::kubelet_unit(&m)?;
+    let certificate_warning =
+        values::duration(&m.certificate_warning, "kubelet.certificate_warning", "7d")?;
     let preflight = sections::preflight(&m)?;
     Ok(Settings {
         join,
@@ -33,6 +35,7 @@ pub fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Setting
         containerd_restart_after: containerd.restart_after,
         etcd,
         kubelet_unit,
+        certificate_warning,
         preflight,
         files: m.files,
         fingerprint,
