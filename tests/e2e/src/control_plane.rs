@@ -165,6 +165,18 @@ impl FakeControlPlane {
         serde_json::from_slice(&text).ok()
     }
 
+    /// The Events the server holds in `namespace` (DIR/events/<namespace>/*.json).
+    pub fn events(&self, namespace: &str) -> Vec<Value> {
+        let Ok(entries) = fs::read_dir(self.dir.join("events").join(namespace)) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect()
+    }
+
     /// The server's request log (DIR/requests.log).
     pub fn requests_log(&self) -> String {
         fs::read_to_string(self.dir.join("requests.log")).unwrap_or_default()
