@@ -176,6 +176,19 @@ impl Kubeconfig {
         Err(self.error("the cluster has no certificate-authority-data"))
     }
 
+    /// The CA carried in the kubeconfig itself (`certificate-authority-data`) and
+    /// nothing else: for a kubeconfig that came over the network (cluster-info), where a
+    /// `certificate-authority: <path>` would have the agent read a local file as root
+    /// (a FIFO that blocks, a huge file). kubeadm's discovery reads only the data too.
+    pub fn embedded_ca_pem(&self) -> Result<Vec<u8>, KubeconfigError> {
+        if self.cluster().ca_data.is_none() && self.cluster().ca_file.is_some() {
+            return Err(self.error(
+                "it names a certificate-authority file instead of carrying certificate-authority-data; a kubeconfig from the network may not point at files on this node",
+            ));
+        }
+        self.ca_pem(|_| PathBuf::new())
+    }
+
     /// The server URL, checked to be https.
     pub fn server(&self) -> Result<&str, KubeconfigError> {
         let server = self.cluster().server.as_str();

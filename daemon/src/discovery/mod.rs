@@ -205,7 +205,7 @@ pub async fn discover(
         .map_err(|e| invalid(e.to_string()))?
         .to_string();
     let ca_pem = kubeconfig
-        .ca_pem(|p| p.to_path_buf())
+        .embedded_ca_pem()
         .map_err(|e| invalid(e.to_string()))?;
     let ca =
         pki::pem_certificates(&ca_pem, "cluster-info CA").map_err(|e| invalid(e.to_string()))?;

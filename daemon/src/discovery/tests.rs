@@ -326,6 +326,32 @@ async fn only_the_signature_and_the_pin_are_verified_failures() {
     assert!(!garbage.is_verified(), "{garbage}");
 }
 
+#[tokio::test]
+async fn a_certificate_authority_file_named_by_cluster_info_is_never_read() {
+    // A FIFO blocks whoever opens it: reading it would hang discovery for good.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ca.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let ca = TestCa::new();
+    let kc = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority: {}\n    server: https://127.0.0.1:{}\n  name: \"\"\nkind: Config\n",
+        fifo.display(),
+        free_port()
+    );
+    let body = cluster_info(&kc, &[("abcdef", sign(&kc, "abcdef", SECRET))]);
+    let ep = serve(&ca, vec![(200, body)]).await;
+    let pin = pki::spki_pin(&ca.der, "ca").unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), discover(&ep, &token(), &[pin]))
+        .await
+        .expect("discovery did not hang on the FIFO")
+        .unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::InvalidClusterInfo { .. })
+            && err.to_string().contains("certificate-authority file"),
+        "{err}"
+    );
+}
+
 #[test]
 fn malformed_cluster_info_is_invalid_not_a_panic() {
     for body in [
