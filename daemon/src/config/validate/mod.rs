@@ -23,6 +23,7 @@ pub fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Setting
     let containerd = sections::containerd(&m)?;
     let kubelet_unit = sections::kubelet_unit(&m)?;
     let preflight = sections::preflight(&m)?;
+    let metrics = sections::metrics(&m)?;
     Ok(Settings {
         join,
         kubeadm_path,
@@ -34,6 +35,7 @@ pub fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Setting
         etcd,
         kubelet_unit,
         preflight,
+        metrics,
         files: m.files,
         fingerprint,
     })
