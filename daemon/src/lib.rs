@@ -18,6 +18,7 @@ pub mod failure;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod metrics;
 pub mod node;
 pub mod paths;
 pub mod pki;

@@ -54,6 +54,11 @@ impl Paths {
         self.runtime_dir().join("join-config.yaml")
     }
 
+    /// The metrics server's Unix socket (mode 0660, in the 0700 runtime directory).
+    pub fn metrics_socket(&self) -> PathBuf {
+        self.runtime_dir().join("metrics.sock")
+    }
+
     /// `/etc/kubernetes`.
     pub fn kubernetes_dir(&self) -> PathBuf {
         self.at("/etc/kubernetes")

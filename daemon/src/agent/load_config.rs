@@ -16,6 +16,7 @@ pub async fn run(paths: Paths) -> Exit {
         Ok(s) => s,
         Err(exit) => return exit,
     };
+    crate::metrics::serve(&paths, &settings.metrics);
     let systemd = match Systemd::connect().await {
         Ok(s) => s,
         Err(e) => {

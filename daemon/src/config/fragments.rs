@@ -18,6 +18,13 @@ pub struct Fragment {
     kubelet: Option<KubeletFragment>,
     preflight: Option<PreflightFragment>,
     etcd: Option<EtcdFragment>,
+    metrics: Option<MetricsFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFragment {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +164,7 @@ pub struct Merged {
     pub min_memory_mib: Option<Sourced<i64>>,
     pub min_disk_free_mib: Option<Sourced<i64>>,
     pub warn_only: Option<Sourced<Vec<String>>>,
+    pub metrics_listen: Option<Sourced<String>>,
     /// Files read, in order (shown by `check` and used to detect config changes).
     pub files: Vec<PathBuf>,
 }
@@ -247,6 +255,9 @@ impl Merged {
             take!(self.min_memory_mib, p.min_memory_mib, file);
             take!(self.min_disk_free_mib, p.min_disk_free_mib, file);
             take!(self.warn_only, p.warn_only, file);
+        }
+        if let Some(m) = fragment.metrics {
+            take!(self.metrics_listen, m.listen, file);
         }
         self.files.push(file.to_path_buf());
     }

@@ -253,6 +253,14 @@ pub struct PreflightSettings {
     pub warn_only: Vec<String>,
 }
 
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// A loopback TCP address to serve the metrics on besides the Unix socket; `None`:
+    /// the Unix socket only.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -280,6 +288,8 @@ pub struct Settings {
     pub certificate_warning: Duration,
     /// `[preflight]`.
     pub preflight: PreflightSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
     /// The files that made this configuration, in merge order.
     pub files: Vec<PathBuf>,
     /// A digest of the configuration's content (token excluded), to notice changes.

@@ -581,3 +581,58 @@ fn a_later_file_replaces_a_table_whole() {
         ["example.com/c"]
     );
 }
+
+#[test]
+fn metrics_listen_defaults_to_the_socket_only_and_takes_loopback() {
+    let s = Root::valid().load().unwrap();
+    assert_eq!(s.metrics.listen, None);
+    for (text, addr) in [
+        ("127.0.0.1:9731", "127.0.0.1:9731"),
+        ("127.0.0.53:9000", "127.0.0.53:9000"),
+        ("[::1]:9731", "[::1]:9731"),
+    ] {
+        let (_root, result) = with_settings(&format!("[metrics]\nlisten = \"{text}\"\n"));
+        assert_eq!(
+            result.unwrap().metrics.listen,
+            Some(addr.parse().unwrap()),
+            "{text}"
+        );
+    }
+    let (_root, result) = with_settings("[metrics]\nlisten = \"\"\n");
+    assert_eq!(result.unwrap().metrics.listen, None);
+}
+
+#[test]
+fn metrics_listen_refuses_the_network_naming_file_and_key() {
+    for (text, says) in [
+        ("0.0.0.0:9731", "not a loopback address"),
+        ("10.0.0.5:9731", "not a loopback address"),
+        ("[::]:9731", "not a loopback address"),
+        ("[::ffff:10.0.0.5]:9731", "not a loopback address"),
+        ("localhost:9731", "not a name"),
+        ("127.0.0.1", "not an address and port"),
+        ("::1:9731", "[::1]:9731"),
+        ("127.0.0.1:0", "port 0"),
+    ] {
+        let (root, result) = with_settings(&format!("[metrics]\nlisten = \"{text}\"\n"));
+        let e = result.expect_err(text);
+        assert_eq!(e.key, "metrics.listen", "{text}: {e}");
+        assert_eq!(
+            e.file.as_deref(),
+            Some(
+                root.paths
+                    .at("/etc/kube-join-agent/config.d/60-settings.toml")
+                    .as_path()
+            ),
+            "{text}: {e}"
+        );
+        assert!(e.reason.contains(says), "{text}: {e}");
+    }
+    let (_root, result) = with_settings("[metrics]\naddress = \"127.0.0.1:9731\"\n");
+    assert!(
+        result
+            .unwrap_err()
+            .reason
+            .contains("unknown field `address`")
+    );
+}

@@ -222,6 +222,19 @@ fn static_sections(out: &mut Vec<u8>) -> std::io::Result<()> {
             ),
         ],
     );
+    r.control("SS", ["Metrics"]);
+    r.text([
+        roman("Under [metrics]: "),
+        bold("listen"),
+        roman(
+            ", empty (the default) to serve only on the Unix socket below, or a loopback \
+             address such as \"127.0.0.1:9731\" or \"[::1]:9731\" to serve there too; any \
+             other address is refused. Both answer GET /metrics (kube_join_agent_*, in the \
+             OpenMetrics text format to a client that asks for it, else the 0.0.4 text \
+             format), /healthz (200 while the agent runs) and /readyz (200 once the node is \
+             joined, else 503 and the phase).",
+        ),
+    ]);
 
     r.control("SH", ["FILES"]);
     tagged(
@@ -251,6 +264,10 @@ fn static_sections(out: &mut Vec<u8>) -> std::io::Result<()> {
             (
                 "/run/kube-join-agent/",
                 "Runtime directory (mode 0700): the generated JoinConfiguration (mode 0600) while kubeadm runs.",
+            ),
+            (
+                "/run/kube-join-agent/metrics.sock",
+                "The metrics socket (mode 0660): /metrics, /healthz and /readyz over HTTP.",
             ),
             (
                 "/run/systemd/system/kubelet.service",

@@ -25,6 +25,7 @@ pub fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Setting
     let certificate_warning =
         values::duration(&m.certificate_warning, "kubelet.certificate_warning", "7d")?;
     let preflight = sections::preflight(&m)?;
+    let metrics = sections::metrics(&m)?;
     Ok(Settings {
         join,
         kubeadm_path,
@@ -37,6 +38,7 @@ pub fn validate(paths: &Paths, m: Merged, fingerprint: String) -> Result<Setting
         kubelet_unit,
         certificate_warning,
         preflight,
+        metrics,
         files: m.files,
         fingerprint,
     })

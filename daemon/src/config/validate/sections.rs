@@ -1,10 +1,11 @@
 //! The sections besides `[join]`: `[etcd]`, `[kubeadm]`, `[retry]`, `[timeouts]`,
-//! `[containerd]`, `[kubelet]`, `[preflight]`.
+//! `[containerd]`, `[kubelet]`, `[preflight]`, `[metrics]`.
 
 use super::super::ConfigError;
 use super::super::fragments::{Merged, Sourced};
 use super::super::settings::{
-    CHECK_NAMES, Endpoint, EtcdSettings, PreflightSettings, RetrySettings, Timeouts,
+    CHECK_NAMES, Endpoint, EtcdSettings, MetricsSettings, PreflightSettings, RetrySettings,
+    Timeouts,
 };
 use super::values::{duration, positive};
 use std::path::PathBuf;
@@ -220,6 +221,44 @@ pub fn preflight(m: &Merged) -> Result<PreflightSettings, ConfigError> {
     };
 
     Ok(preflight)
+}
+
+/// Validates `[metrics] listen`: empty for the Unix socket only, else a loopback
+/// `address:port`. The metrics are about this node, for a scraper running on it: the
+/// agent opens no port to the network.
+pub fn metrics(m: &Merged) -> Result<MetricsSettings, ConfigError> {
+    let Some(s) = m.metrics_listen.as_ref().filter(|s| !s.value.is_empty()) else {
+        return Ok(MetricsSettings { listen: None });
+    };
+    let key = "metrics.listen";
+    let addr: std::net::SocketAddr = s.value.parse().map_err(|_| {
+        ConfigError::new(
+            Some(&s.file),
+            key,
+            format!(
+                "{:?} is not an address and port: write \"127.0.0.1:9731\" or \"[::1]:9731\" (an IP address, not a name), or \"\" for the Unix socket only",
+                s.value
+            ),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(ConfigError::new(
+            Some(&s.file),
+            key,
+            format!(
+                "{} is not a loopback address: the metrics are for this node, not the network; use 127.0.0.1 or [::1] (or the Unix socket /run/kube-join-agent/metrics.sock)",
+                addr.ip()
+            ),
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(ConfigError::new(
+            Some(&s.file),
+            key,
+            "port 0 picks a random port no scraper would know: choose one, like 9731",
+        ));
+    }
+    Ok(MetricsSettings { listen: Some(addr) })
 }
 
 /// `unix:///path` or `/path`; other schemes (npipe, tcp) are not for Linux nodes.
