@@ -37,6 +37,7 @@ impl Agent {
 
     /// The phase line and STATUS= (quick: no disk sync).
     pub(super) fn announce(&self, phase: Phase, message: &str) {
+        crate::metrics::phase_entered(phase.name());
         info!(phase = phase.name(), "phase {}: {message}", phase.name());
         telemetry::notify_status(&format!("{}: {message}", phase.name()));
     }

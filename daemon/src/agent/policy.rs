@@ -49,6 +49,8 @@ impl Agent {
             state.last_error = Some(failure.to_string());
         }
         self.attempt_ended(Some((failure.class(), failure.to_string())));
+        crate::metrics::failure(failure.class());
+        crate::metrics::attempt_finished(false);
         if matches!(policy, Policy::Retry { cleanup: true })
             && !exhausted
             && let Err(e) = self.reset().await

@@ -29,7 +29,10 @@ impl Agent {
         }
         if joined.fresh {
             self.attempt_ended(None);
+            crate::metrics::attempt_finished(true);
         }
+        let took = self.state.lock().expect("state lock").join_duration_ms;
+        crate::metrics::joined(std::time::Duration::from_millis(took.unwrap_or(0)));
         self.enter(
             Phase::Serve,
             &format!(
@@ -102,6 +105,9 @@ impl Agent {
         let now = self.systemd.restarts(unit).await.unwrap_or(*restarts);
         if now > *restarts {
             info!("{unit} was restarted by systemd ({now} automatic restarts)");
+            for _ in *restarts..now {
+                crate::metrics::kubelet_restarted();
+            }
         }
         *restarts = now;
         match (info.active_state.as_str(), info.sub_state.as_str()) {
@@ -136,7 +142,11 @@ impl Agent {
     /// The kubelet's credentials as they are now.
     fn credentials(&self, ca: &[rustls::pki_types::CertificateDer<'static>]) -> Credentials {
         let node = &self.settings.join.node_name;
-        match kubelet::check_kubelet_conf(&self.paths, ca, node) {
+        let checked = kubelet::check_kubelet_conf(&self.paths, ca, node);
+        if let Ok(creds) = &checked {
+            crate::metrics::kubelet_certificate_expiry(creds.summary.not_after_unix);
+        }
+        match checked {
             Ok(creds) if creds.summary.expires_in_secs < self.warning_secs() => {
                 Credentials::Expiring {
                     not_after: creds.summary.not_after,
