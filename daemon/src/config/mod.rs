@@ -4,6 +4,7 @@
 //! an earlier one. Validation happens after the merge; the rest of the agent only sees
 //! `Settings`, whose values are known good. Errors name the file, the key and the reason.
 
+mod files;
 mod fragments;
 mod settings;
 mod validate;
@@ -51,11 +52,10 @@ pub fn load(paths: &Paths) -> Result<Settings, ConfigError> {
     let mut merged = Merged::default();
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for file in &files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| ConfigError::new(Some(file), "(file)", format!("cannot read: {e}")))?;
+        let (text, meta) = files::read(file, "(file)", files::FRAGMENT_LIMIT)?;
         let fragment: Fragment = toml::from_str(&text).map_err(|e| toml_error(file, &text, &e))?;
         if fragment.holds_token() {
-            validate::check_private(file, "join.token")?;
+            files::require_private(file, "join.token", &meta, "the bootstrap token")?;
         }
         digest.update(file.as_os_str().as_encoded_bytes());
         digest.update(text.as_bytes());

@@ -636,3 +636,50 @@ fn metrics_listen_refuses_the_network_naming_file_and_key() {
             .contains("unknown field `address`")
     );
 }
+
+#[test]
+fn an_absurd_duration_is_an_error_not_a_panic_later() {
+    let (_root, result) = with_settings("[timeouts]\njoin_phase = \"500000000000y\"\n");
+    let e = result.unwrap_err();
+    assert_eq!(e.key, "timeouts.join_phase");
+    assert!(e.reason.contains("longest duration"), "{e}");
+    let (_root, result) = with_settings("[timeouts]\njoin_phase = \"366days\"\n");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[test]
+fn fragments_and_secret_files_are_regular_private_and_small() {
+    // A FIFO fragment must not block load() (it did).
+    let root = Root::valid();
+    let fifo = root.paths.at("/etc/kube-join-agent/config.d/70-fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let paths = root.paths.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&paths).map(|_| ()));
+    });
+    let e = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("load() blocked on a FIFO fragment")
+        .unwrap_err();
+    assert_eq!(e.file.as_deref(), Some(fifo.as_path()));
+    assert!(e.reason.contains("not a regular file"), "{e}");
+
+    // A token file replaced by a symlink to a world-readable file.
+    let root = Root::valid();
+    let elsewhere = root.write("/tmp/token", "abcdef.0123456789abcdef\n", 0o644);
+    fs::remove_file(root.paths.at("/etc/kube-join-agent/token")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.paths.at("/etc/kube-join-agent/token")).unwrap();
+    let e = root.load().unwrap_err();
+    assert_eq!(e.key, "join.token_file");
+    assert!(e.reason.contains("symbolic link"), "{e}");
+
+    // A huge token file is refused unread.
+    let root = Root::valid();
+    root.write("/etc/kube-join-agent/token", &"a".repeat(1 << 20), 0o600);
+    let e = root.load().unwrap_err();
+    assert!(
+        e.reason.contains("more than such a file can sensibly hold"),
+        "{e}"
+    );
+}

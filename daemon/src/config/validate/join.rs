@@ -2,9 +2,10 @@
 //! settings and, for control planes, the certificate key and advertise address.
 
 use super::super::ConfigError;
+use super::super::files;
 use super::super::fragments::Merged;
 use super::super::settings::{CaPin, ControlPlaneSettings, Endpoint, JoinSettings, TokenSource};
-use super::values::{check_private, duration, validate_node_name};
+use super::values::{duration, validate_node_name};
 use crate::paths::Paths;
 use crate::secret::{BootstrapToken, Secret};
 
@@ -37,17 +38,16 @@ pub fn join(paths: &Paths, m: &Merged) -> Result<JoinSettings, ConfigError> {
                 ));
             }
             let real = paths.resolve(&f.value);
-            check_private(&real, "join.token_file").map_err(|mut e| {
+            let text = files::read_private(
+                &real,
+                "join.token_file",
+                files::SECRET_LIMIT,
+                "the bootstrap token",
+            )
+            .map_err(|mut e| {
                 // Blame the token file itself, and say which fragment named it.
                 e.reason = format!("{} (named in {})", e.reason, f.file.display());
                 e
-            })?;
-            let text = std::fs::read_to_string(&real).map_err(|e| {
-                ConfigError::new(
-                    Some(&real),
-                    "join.token_file",
-                    format!("cannot read the token file: {e}"),
-                )
             })?;
             (
                 BootstrapToken::parse(&text)
@@ -124,7 +124,12 @@ pub fn join(paths: &Paths, m: &Merged) -> Result<JoinSettings, ConfigError> {
             ));
         }
         Some(s) => {
-            check_private(&paths.resolve(&s.value), "join.node_delete_kubeconfig")?;
+            files::read_private(
+                &paths.resolve(&s.value),
+                "join.node_delete_kubeconfig",
+                files::KUBECONFIG_LIMIT,
+                "credentials that may delete Nodes",
+            )?;
             Some(s.value.clone())
         }
         None => None,
@@ -148,14 +153,12 @@ pub fn join(paths: &Paths, m: &Merged) -> Result<JoinSettings, ConfigError> {
             }
         };
         let real = paths.resolve(&file.value);
-        check_private(&real, "join.certificate_key_file")?;
-        let text = std::fs::read_to_string(&real).map_err(|e| {
-            ConfigError::new(
-                Some(&real),
-                "join.certificate_key_file",
-                format!("cannot read: {e}"),
-            )
-        })?;
+        let text = files::read_private(
+            &real,
+            "join.certificate_key_file",
+            files::SECRET_LIMIT,
+            "the certificate key",
+        )?;
         let key = text.trim();
         if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ConfigError::new(

@@ -6,8 +6,6 @@ mod registration;
 mod sections;
 pub(super) mod values;
 
-pub use values::check_private;
-
 use super::ConfigError;
 use super::fragments::Merged;
 use super::settings::Settings;

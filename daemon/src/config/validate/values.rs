@@ -1,41 +1,11 @@
-//! Value checks shared by the sections: durations, bounded integers, node names, and
-//! private files (anything that holds a secret).
+//! Value checks shared by the sections: durations, bounded integers, node names.
 
 use super::super::ConfigError;
 use super::super::fragments::Sourced;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::Duration;
 
-/// A file holding the token must belong to the agent's user (root) and be private.
-pub fn check_private(file: &Path, key: &str) -> Result<(), ConfigError> {
-    let meta = std::fs::metadata(file)
-        .map_err(|e| ConfigError::new(Some(file), key, format!("cannot stat: {e}")))?;
-    let uid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != uid {
-        return Err(ConfigError::new(
-            Some(file),
-            key,
-            format!(
-                "holds the bootstrap token but is owned by uid {}, not {uid}: chown root:root {}",
-                meta.uid(),
-                file.display()
-            ),
-        ));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::new(
-            Some(file),
-            key,
-            format!(
-                "holds the bootstrap token but is readable by group or others (mode {mode:04o}): chmod 600 {}",
-                file.display()
-            ),
-        ));
-    }
-    Ok(())
-}
+/// The longest duration any setting may have.
+pub const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
 
 pub fn duration(
     field: &Option<Sourced<String>>,
@@ -57,6 +27,18 @@ pub fn duration(
     })?;
     if d.is_zero() {
         return Err(ConfigError::new(file, key, "must be greater than zero"));
+    }
+    // Far past any sensible wait, and far enough below what a deadline computed from
+    // now can hold ("500000000000y" would overflow it).
+    if d > LONGEST {
+        return Err(ConfigError::new(
+            file,
+            key,
+            format!(
+                "{text:?} is longer than the longest duration the agent takes ({})",
+                humantime::format_duration(LONGEST)
+            ),
+        ));
     }
     Ok(d)
 }
