@@ -115,6 +115,7 @@ async fn run_until_signalled(paths: Paths) -> Exit {
             _ = int.recv() => "SIGINT",
         }
     };
+    let stop_paths = paths.clone();
     tokio::select! {
         exit = agent::run(paths) => exit,
         signal = stop => {
@@ -122,6 +123,8 @@ async fn run_until_signalled(paths: Paths) -> Exit {
             // its runtime mask if the join was under way; the next start gates again.
             telemetry::notify_stopping();
             tracing::info!("{signal}: stopping");
+            // exit() runs no destructors: the join configuration goes by hand.
+            agent::remove_secret_files(&stop_paths);
             std::process::exit(0);
         }
     }

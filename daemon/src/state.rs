@@ -77,6 +77,9 @@ pub struct AttemptRecord {
     pub posted: bool,
 }
 
+/// Far more than a state file with [`MAX_HISTORY`] attempts takes.
+const MAX_STATE_BYTES: u64 = 4 << 20;
+
 /// Attempts kept in the state file.
 pub const MAX_HISTORY: usize = 50;
 
@@ -86,6 +89,13 @@ pub fn now_rfc3339() -> String {
 }
 
 impl State {
+    /// Counts the next attempt; saturating: the count comes from a file, which may say
+    /// anything.
+    pub fn next_attempt(&mut self) -> u32 {
+        self.attempt = self.attempt.saturating_add(1);
+        self.attempt
+    }
+
     /// Records that attempt `attempt` starts now.
     pub fn attempt_started(&mut self, attempt: u32) {
         self.history.push(AttemptRecord {
@@ -137,9 +147,15 @@ pub enum StateError {
 }
 
 impl State {
-    /// Reads the state; a missing file is a fresh state.
+    /// Reads the state; a missing file is a fresh state. The file is the agent's own,
+    /// but read as untrusted: bounded, and its numbers never trusted to have room.
     pub fn load(path: &Path) -> Result<Self, StateError> {
-        match std::fs::read(path) {
+        let read = std::fs::File::open(path).and_then(|f| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_STATE_BYTES), &mut bytes)
+                .map(|_| bytes)
+        });
+        match read {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
                 path: path.display().to_string(),
                 source,
@@ -167,10 +183,18 @@ impl State {
         let dir = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
         let tmp = path.with_extension("json.tmp");
+        // A temporary file left by a crash goes first; then it is created anew, never
+        // opened through a symlink planted in its place (O_EXCL refuses any existing
+        // entry, link or not).
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing the old temporary file of")(e)),
+        }
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .mode(0o600)
             .open(&tmp)
             .map_err(io("creating"))?;
@@ -253,6 +277,23 @@ mod tests {
         // An old state file without the new fields still loads.
         let old: State = serde_json::from_str(r#"{"phase":"join","attempt":2,"joined":false,"node_name":"n","failure":null,"last_error":null,"updated_at":"","boot_id":"","config_fingerprint":""}"#).unwrap();
         assert!(old.history.is_empty() && old.joined_since.is_none());
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_followed_and_a_hostile_count_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("json.tmp")).unwrap();
+        let mut s = State::default();
+        s.save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(path.with_extension("json.tmp")).is_err());
+        std::fs::write(&path, format!(r#"{{"phase":"join","attempt":{},"joined":false,"node_name":"n","failure":null,"last_error":null,"updated_at":"","boot_id":"","config_fingerprint":""}}"#, u32::MAX)).unwrap();
+        let mut loaded = State::load(&path).unwrap();
+        assert_eq!(loaded.next_attempt(), u32::MAX);
+        assert_eq!(loaded.next_attempt(), u32::MAX);
     }
 
     #[test]

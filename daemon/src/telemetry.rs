@@ -67,9 +67,18 @@ pub fn notify_ready() {
     send(&[NotifyState::Ready], "READY");
 }
 
-/// Sets the one-line status `systemctl status` shows.
+/// Sets the one-line status `systemctl status` shows. Control characters become
+/// spaces: a newline in an error's text would otherwise end the STATUS= line and let
+/// the rest be read as other sd_notify fields (READY=1, MAINPID=...).
 pub fn notify_status(status: &str) {
-    send(&[NotifyState::Status(status)], "STATUS");
+    send(&[NotifyState::Status(&one_line(status))], "STATUS");
+}
+
+/// `text` with every control character replaced by a space.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Tells systemd the agent is stopping, and clears the status.
@@ -101,4 +110,15 @@ pub fn spawn_watchdog() {
             send(&[NotifyState::Watchdog], "WATCHDOG");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_status_stays_one_line() {
+        let hostile = "kubeadm said: x\nREADY=1\nMAINPID=1\r\u{7}";
+        let line = super::one_line(hostile);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert_eq!(line, "kubeadm said: x READY=1 MAINPID=1  ");
+    }
 }

@@ -9,8 +9,7 @@ use tracing::{info, warn};
 impl Agent {
     pub(super) fn bump_attempt(&self) -> u32 {
         let mut state = self.state.lock().expect("state lock");
-        state.attempt += 1;
-        state.attempt
+        state.next_attempt()
     }
 
     /// The attempt goes on past already-joined: it is one of the join's attempts.

@@ -61,6 +61,10 @@ impl Agent {
                 detail: format!("{e}: this node's kubeadm is {version}"),
             })?;
         let config_path = self.paths.join_config();
+        // The file holds the token: keep it on disk no longer than kubeadm needs it,
+        // whatever ends this join (kubeadm's exit, an error, the future dropped at
+        // SIGTERM, a panic unwinding).
+        let _remove = RemoveOnDrop(config_path.clone());
         kubeadm::write_private(&config_path, &yaml).map_err(|e| Failure::Local {
             detail: format!("writing {}: {e}", config_path.display()),
         })?;
@@ -83,8 +87,7 @@ impl Agent {
             args.extend(kubeadm::extra_flags(&s.join.registration, None));
             self.run_kubeadm(&args, Some(cluster)).await
         };
-        // The file holds the token: keep it on disk no longer than kubeadm needs it.
-        let _ = std::fs::remove_file(&config_path);
+        drop(_remove);
         result?;
         if !self.gate().kubelet_active().await? {
             // kubeadm succeeded without the agent seeing valid files (an older kubeadm
@@ -213,5 +216,58 @@ impl Agent {
         Err(self
             .bootstrap_failure(cluster, handed_off.is_some(), kubeadm_said, finished.code)
             .await)
+    }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Removes files holding secrets that an earlier run of the agent left behind (killed
+/// with -9, powered off mid-join): at every start and before every exit.
+pub fn remove_secret_files(paths: &crate::paths::Paths) {
+    let config = paths.join_config();
+    match std::fs::remove_file(&config) {
+        Ok(()) => tracing::info!(
+            "removed {}, a join configuration (holding the token) left by an earlier run",
+            config.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", config.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_join_configuration_goes_when_a_panic_unwinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("join-config.yaml");
+        std::fs::write(&path, "token").unwrap();
+        let p = path.clone();
+        let unwound = std::panic::catch_unwind(move || {
+            let _remove = RemoveOnDrop(p);
+            panic!("a bug");
+        });
+        assert!(unwound.is_err());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn one_left_by_an_earlier_run_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths::new(dir.path());
+        std::fs::create_dir_all(paths.runtime_dir()).unwrap();
+        std::fs::write(paths.join_config(), "token").unwrap();
+        remove_secret_files(&paths);
+        assert!(!paths.join_config().exists());
+        remove_secret_files(&paths);
     }
 }

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 /// `kube-join-agent run`.
 pub async fn run(paths: Paths) -> Exit {
+    super::remove_secret_files(&paths);
     let settings = match load_settings(&paths) {
         Ok(s) => s,
         Err(exit) => return exit,

@@ -34,6 +34,7 @@ mod tls_bootstrap;
 mod verify;
 pub mod wait;
 
+pub use join::remove_secret_files;
 pub use load_config::run;
 pub use phase::{Exit, Phase};
 

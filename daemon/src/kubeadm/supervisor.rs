@@ -211,32 +211,56 @@ pub async fn run_watching(
     })
 }
 
+/// Lines longer than this are cut: kubeadm's lines are short, and a child that
+/// writes hundreds of MiB without a newline must not grow the agent (it did: 256 MiB
+/// without a newline took the agent to 779 MiB).
+const MAX_LINE: usize = 16 * 1024;
+
 async fn forward_lines(
     pipe: impl tokio::io::AsyncRead + Unpin,
     stream: &'static str,
     tx: mpsc::Sender<Line>,
 ) {
-    let mut lines = BufReader::new(pipe).lines();
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    let mut cut = false;
     loop {
-        match lines.next_line().await {
-            Ok(Some(text)) => {
-                if tx.send(Line { stream, text }).await.is_err() {
-                    return;
+        let buf = match reader.fill_buf().await {
+            Ok([]) => {
+                if !line.is_empty() || cut {
+                    let _ = tx.send(finish(stream, &mut line, &mut cut)).await;
                 }
+                return;
             }
-            Ok(None) => return,
-            // Not UTF-8: forward what can be read rather than stop listening.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                let _ = tx
-                    .send(Line {
-                        stream,
-                        text: "(a line that is not UTF-8)".into(),
-                    })
-                    .await;
-            }
+            Ok(buf) => buf,
             Err(_) => return,
+        };
+        let (taken, complete) = match buf.iter().position(|b| *b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        let body = &buf[..if complete { taken - 1 } else { taken }];
+        line.extend_from_slice(&body[..body.len().min(room)]);
+        cut |= body.len() > room;
+        reader.consume(taken);
+        if complete && tx.send(finish(stream, &mut line, &mut cut)).await.is_err() {
+            return;
         }
     }
+}
+
+/// One output line, taken out of `line` (lossily decoded: a line that is not UTF-8
+/// is still worth reading), marked when it was cut.
+fn finish(stream: &'static str, line: &mut Vec<u8>, cut: &mut bool) -> Line {
+    let mut text = String::from_utf8_lossy(line)
+        .trim_end_matches('\r')
+        .to_string();
+    if std::mem::take(cut) {
+        text.push_str(&format!(" [line cut at {} KiB]", MAX_LINE / 1024));
+    }
+    line.clear();
+    Line { stream, text }
 }
 
 /// SIGTERM to the group, then SIGKILL after a grace period.
@@ -309,6 +333,33 @@ mod tests {
             stream: "stderr",
             text: "err".into()
         }));
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_and_memory_stays_bounded() {
+        // 64 MiB without a newline, then a normal line.
+        let f = sh(
+            "head -c 67108864 /dev/zero | tr '\\0' 'x'; echo; echo after",
+            GENEROUS,
+        );
+        assert_eq!(f.code, Some(0));
+        assert_eq!(
+            f.output.len(),
+            2,
+            "{:?}",
+            f.output.iter().map(|l| l.text.len()).collect::<Vec<_>>()
+        );
+        assert!(f.output[0].text.len() < MAX_LINE + 64);
+        assert!(f.output[0].text.ends_with("[line cut at 16 KiB]"));
+        assert_eq!(f.output[1].text, "after");
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_are_kept_readable() {
+        let f = sh("printf 'caf\\351\\nok\\n'", GENEROUS);
+        assert_eq!(f.output.len(), 2);
+        assert!(f.output[0].text.starts_with("caf"));
+        assert_eq!(f.output[1].text, "ok");
     }
 
     #[test]

@@ -17,7 +17,21 @@ fn fresh_node_joins() {
         let t0 = boot(&node)?;
         let state = wait_joined(&node, JOIN_TIMEOUT)?;
         eprintln!("joined {:?} after boot start: {state}", t0.elapsed());
-        check_fresh_join(&node, &cp)
+        check_fresh_join(&node, &cp)?;
+        // No core dump may carry the token the agent holds in memory.
+        let core = node.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "LimitCORE",
+            "--value",
+            "kube-join-agent.service",
+        ])?;
+        ensure!(
+            core.trim() == "0",
+            "the agent may dump core (LimitCORE={core})"
+        );
+        Ok(())
     })());
 }
 
