@@ -31,6 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "the end-to-end scenarios boot systemd-nspawn nodes and need root" >&2
   exit 1
 fi
-cargo test -p kja-e2e --locked -- --test-threads="${KJA_E2E_THREADS:-3}"
+# --no-fail-fast: one failing scenario file must not hide the results of the others.
+cargo test -p kja-e2e --locked --no-fail-fast -- --test-threads="${KJA_E2E_THREADS:-3}"
 
 step "done in $(( $(date +%s) - started ))s"

@@ -45,9 +45,12 @@ fn kubeadm_missing_fails_fast() {
 #[test]
 fn kubeadm_rejecting_the_config_fails_fast() {
     // `kubeadm version` claims 1.21, so the agent writes a v1beta2 JoinConfiguration,
-    // which this (1.29) kubeadm no longer decodes: exit 3.
+    // which this (1.29) kubeadm no longer decodes: exit 3. The version-skew check would
+    // stop a kubeadm that old before it runs (kubeadm_older_than_the_control_plane):
+    // downgraded here, so kubeadm gets to reject the configuration.
     let (node, cp) = prepare("kubeadm_rejects_config", |i| {
         i.kubeadm_env("REPORTED_VERSION=v1.21.0\n")
+            .extra_toml("[preflight]\nwarn_only = [\"version-skew\"]\n")
     });
     let _a = artifacts::Guard::new("kubeadm_rejects_config", &node, Some(&cp));
     must((|| {
@@ -58,6 +61,24 @@ fn kubeadm_rejecting_the_config_fails_fast() {
             "retried a rejected configuration"
         );
         Ok(())
+    })());
+}
+
+#[test]
+fn kubeadm_older_than_the_control_plane_is_stopped_before_it_runs() {
+    let (node, cp) = prepare("kubeadm_older_than_cp", |i| {
+        i.kubeadm_env("REPORTED_VERSION=v1.21.0\n")
+    });
+    let _a = artifacts::Guard::new("kubeadm_older_than_cp", &node, Some(&cp));
+    must((|| {
+        boot(&node)?;
+        check_stopped(
+            &node,
+            "preflight-failed",
+            78,
+            &["version-skew", "v1.21.0", "v1.29.7", "kubeadm v1.29"],
+        )?;
+        no_kubeadm_join(&node)
     })());
 }
 
