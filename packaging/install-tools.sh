@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs (once) the packaging tools at pinned versions with `cargo install --locked`, into
-# a cache outside the checkout keyed by tool and version, and prints the directory holding
-# their binaries. A second run takes milliseconds; a version bump here installs afresh.
-#   cargo-deb           about 1 min on 2 cores
-#   cargo-generate-rpm  about 5 min on 2 cores
+# Installs (once) the tools the build and CI use, at pinned versions with `cargo install
+# --locked`, into a cache outside the checkout keyed by tool and version, and prints the
+# directory holding their binaries. A second run takes milliseconds; a version bump here
+# installs afresh.
+#   cargo-deb           about 1 min on 2 cores   (packages)
+#   cargo-generate-rpm  about 5 min on 2 cores   (packages)
+#   cargo-deny          about 5 min on 2 cores   (licenses and duplicate crates, in CI)
 set -euo pipefail
 
 cache=${KJA_TOOLS_CACHE:-/var/cache/kube-join-agent/tools}
-tools=("cargo-deb 3.8.0" "cargo-generate-rpm 0.21.1")
+tools=("cargo-deb 3.8.0" "cargo-generate-rpm 0.21.1" "cargo-deny 0.20.2")
 
 mkdir -p "$cache/bin"
 for entry in "${tools[@]}"; do

@@ -8,7 +8,8 @@
 # --bin     the agent binary     (default: <target>/release/kube-join-agent)
 # --man     the gzipped man page (default: <target>/release/man/kube-join-agent.8.gz)
 # --unitdir where the unit goes  (default: /usr/lib/systemd/system; Debian's package
-#           uses /lib/systemd/system)
+#           uses /lib/systemd/system); the generator goes to the sibling
+#           system-generators directory
 # Installs nothing outside DESTDIR and enables nothing. With DESTDIR=/ run
 # `systemd-tmpfiles --create kube-join-agent.conf && systemctl daemon-reload` afterwards.
 set -euo pipefail
@@ -35,6 +36,7 @@ done
 
 install -D -m 0755 "$bin" "$dest/usr/bin/kube-join-agent"
 install -D -m 0644 "$top/systemd/kube-join-agent.service" "$dest$unitdir/kube-join-agent.service"
+install -D -m 0755 "$top/systemd/kube-join-agent-generator" "$dest$(dirname "$unitdir")/system-generators/kube-join-agent-generator"
 install -D -m 0644 "$here/tmpfiles.d-kube-join-agent.conf" "$dest/usr/lib/tmpfiles.d/kube-join-agent.conf"
 install -D -m 0644 "$top/config/config.toml" "$dest/usr/lib/kube-join-agent/config.d/10-defaults.toml"
 install -d -m 0755 "$dest/etc/kube-join-agent/config.d"

@@ -10,6 +10,11 @@
 //! there. Masking it persistently would replace the administrator's file with a
 //! symlink. For that case the gate is a runtime drop-in with a condition that only the
 //! agent satisfies: starts are skipped ("condition failed") until the drop-in goes.
+//!
+//! At boot the agent's generator (systemd/kube-join-agent-generator) has usually masked
+//! kubelet already, from systemd's generator.early directory: then closing the gate
+//! costs no daemon-reload. Lifting it writes /run/kube-join-agent/kubelet-allowed, which
+//! the generator reads at the next reload (kubeadm's own) and masks no more.
 
 use crate::failure::Failure;
 use crate::paths::Paths;
@@ -79,6 +84,8 @@ impl<'a> Gate<'a> {
             });
         }
         let method = self.method();
+        // Without the flag, the generator masks kubelet again at the next daemon-reload.
+        let _ = std::fs::remove_file(self.allowed());
         let reload = match method {
             GateMethod::RuntimeMask => {
                 if !self.mask_on_disk() {
@@ -94,7 +101,6 @@ impl<'a> Gate<'a> {
                     self.drop_in().display(),
                     self.unit
                 );
-                let _ = std::fs::remove_file(self.allowed());
                 let path = self.drop_in();
                 let text = format!(
                     "# Written by kube-join-agent while it joins this node; removed when kubelet may start.\n[Unit]\nConditionPathExists={}\n",
@@ -142,21 +148,24 @@ impl<'a> Gate<'a> {
     /// and the drop-in's condition is met at once. Returns whether systemd must reload
     /// to see it (a loaded mask or drop-in).
     async fn lift_on_disk(&self) -> Result<bool, Failure> {
+        // The flag first: the drop-in's condition, and the generator's sign not to mask
+        // kubelet at the next daemon-reload.
+        std::fs::create_dir_all(self.paths.runtime_dir()).map_err(io_local)?;
+        std::fs::write(self.allowed(), "").map_err(io_local)?;
         let drop_in = self.drop_in();
         let had_drop_in = drop_in.exists();
         if had_drop_in {
-            std::fs::create_dir_all(self.paths.runtime_dir()).map_err(io_local)?;
-            std::fs::write(self.allowed(), "").map_err(io_local)?;
             std::fs::remove_file(&drop_in).map_err(io_local)?;
         }
-        let masked = self.mask_on_disk();
-        if masked {
+        if self.mask_on_disk() {
             self.systemd
                 .unmask_runtime(self.unit)
                 .await
                 .map_err(local)?;
         }
-        Ok(masked || had_drop_in)
+        // Masked in memory: by the agent's runtime mask or by the generator at boot.
+        let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
+        Ok(info.load_state == "masked" || had_drop_in)
     }
 
     /// Lifts the gate and starts kubelet, waiting for the job's result, then for the

@@ -204,6 +204,12 @@ pub fn install(node: &Node, what: &Install) -> Result<()> {
             "the agent's unit is missing (set KJA_AGENT_UNIT to use another)",
         )?;
         node.copy_in(&unit, "/lib/systemd/system/kube-join-agent.service", 0o644)?;
+        // As the packages install it: kubelet gated from the first moment of the boot.
+        node.copy_in(
+            &paths::workspace_root().join("systemd/kube-join-agent-generator"),
+            "/lib/systemd/system-generators/kube-join-agent-generator",
+            0o755,
+        )?;
         node.symlink(
             "/lib/systemd/system/kube-join-agent.service",
             &format!("{WANTS}/{AGENT_UNIT}"),

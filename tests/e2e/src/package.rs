@@ -20,6 +20,10 @@ pub const NODE_DEB_PATH: &str = "/var/cache/kja-e2e/kube-join-agent.deb";
 pub const DEB_UNIT_PATH: &str = "/lib/systemd/system/kube-join-agent.service";
 /// The agent's unit as the .rpm installs it.
 pub const RPM_UNIT_PATH: &str = "/usr/lib/systemd/system/kube-join-agent.service";
+/// The generator, as the .deb installs it (beside the unit).
+pub const DEB_GENERATOR_PATH: &str = "/lib/systemd/system-generators/kube-join-agent-generator";
+/// The generator, as the .rpm and install.sh install it.
+pub const RPM_GENERATOR_PATH: &str = "/usr/lib/systemd/system-generators/kube-join-agent-generator";
 /// The shipped defaults, in both packages.
 pub const DEFAULTS_PATH: &str = "/usr/lib/kube-join-agent/config.d/10-defaults.toml";
 /// The tmpfiles.d entry, in both packages.

@@ -15,7 +15,8 @@ use kja_e2e::install::{
 };
 use kja_e2e::node::{Node, NodeSpec};
 use kja_e2e::package::{
-    self, DEB_UNIT_PATH, DEFAULTS_PATH, MAN_PATH, RPM_UNIT_PATH, TMPFILES_PATH,
+    self, DEB_GENERATOR_PATH, DEB_UNIT_PATH, DEFAULTS_PATH, MAN_PATH, RPM_GENERATOR_PATH,
+    RPM_UNIT_PATH, TMPFILES_PATH,
 };
 use kja_e2e::scenario::{PHASES, boot, check_joined, check_joined_since, must, wait_joined};
 use kja_e2e::{artifacts, paths, wait};
@@ -705,12 +706,10 @@ fn install_tree_matches_packages_and_lintian_is_clean() {
         let deb_files: BTreeSet<String> = package::deb_files(&deb)?
             .into_iter()
             .filter(|f| !debian_only.contains(&f.as_str()))
-            .map(|f| {
-                if f == DEB_UNIT_PATH {
-                    RPM_UNIT_PATH.to_string()
-                } else {
-                    f
-                }
+            .map(|f| match f.as_str() {
+                DEB_UNIT_PATH => RPM_UNIT_PATH.to_string(),
+                DEB_GENERATOR_PATH => RPM_GENERATOR_PATH.to_string(),
+                _ => f,
             })
             .collect();
         let mut tree_deb = tree.clone();
