@@ -31,6 +31,8 @@ pub struct ApiClient {
     base: String,
     client: reqwest::Client,
     bearer: Option<String>,
+    /// The CA certificates it trusts.
+    ca: Vec<CertificateDer<'static>>,
 }
 
 /// A Node's readiness as the API server reports it.
@@ -60,6 +62,7 @@ impl ApiClient {
             base: format!("https://{endpoint}"),
             client: build(config)?,
             bearer: Some(token.expose_full()),
+            ca: ca.to_vec(),
         })
     }
 
@@ -77,7 +80,13 @@ impl ApiClient {
             base: format!("https://{endpoint}"),
             client: build(config)?,
             bearer: None,
+            ca: ca.to_vec(),
         })
+    }
+
+    /// The CA certificates this client trusts.
+    pub fn ca(&self) -> &[CertificateDer<'static>] {
+        &self.ca
     }
 
     /// `GET /version`: the API server's gitVersion.
@@ -123,6 +132,7 @@ impl ApiClient {
             base: server.trim_end_matches('/').to_string(),
             client: build(config)?,
             bearer: None,
+            ca: ca.to_vec(),
         })
     }
 
@@ -153,6 +163,7 @@ impl ApiClient {
             _ => None,
         };
         let config = tls(&roots, identity.as_ref()).map_err(err)?;
+        let roots = roots.clone();
         Ok(Self {
             base: kc
                 .server()
@@ -161,6 +172,7 @@ impl ApiClient {
                 .to_string(),
             client: build(config)?,
             bearer: user.token.as_ref().map(|t| t.expose().to_string()),
+            ca: roots,
         })
     }
 

@@ -12,17 +12,13 @@ use tracing::{info, warn};
 
 static RELOAD: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
 
-/// Asks a waiting agent to reread its configuration now (SIGHUP).
-pub fn request_reload() {
-    RELOAD.get_or_init(tokio::sync::Notify::new).notify_one();
+fn sighup() -> &'static tokio::sync::Notify {
+    RELOAD.get_or_init(tokio::sync::Notify::new)
 }
 
-/// Resolves at the next SIGHUP.
-pub async fn reload_requested() {
-    RELOAD
-        .get_or_init(tokio::sync::Notify::new)
-        .notified()
-        .await;
+/// Asks a waiting agent to reread its configuration now (SIGHUP).
+pub fn request_reload() {
+    sighup().notify_one();
 }
 
 /// Editors and configuration management may write where no watch reaches (a directory
@@ -35,6 +31,8 @@ pub struct ConfigWatch<'a> {
     current: &'a Settings,
     events: Option<inotify::EventStream<Vec<u8>>>,
     last_error: String,
+    /// SIGHUP's notification (the process-wide one; tests give each watch its own).
+    signal: &'static tokio::sync::Notify,
 }
 
 impl<'a> ConfigWatch<'a> {
@@ -45,6 +43,7 @@ impl<'a> ConfigWatch<'a> {
             current,
             events: watch_dirs(&watched_dirs(paths, current)),
             last_error: String::new(),
+            signal: sighup(),
         }
     }
 
@@ -55,7 +54,7 @@ impl<'a> ConfigWatch<'a> {
         loop {
             let signalled = tokio::select! {
                 _ = next_event(&mut self.events) => false,
-                _ = reload_requested() => true,
+                _ = self.signal.notified() => true,
                 _ = tokio::time::sleep(SAFETY_LOOK) => false,
             };
             if signalled {
@@ -192,8 +191,7 @@ mod tests {
         (dir, paths)
     }
 
-    /// The next change, past SIGHUP wake-ups: the SIGHUP test beside these shares the
-    /// process-wide signal, and its wake-up may land on another test's watch.
+    /// The next change.
     async fn next_change(watch: &mut ConfigWatch<'_>) -> Box<Settings> {
         loop {
             if let Some(fresh) = watch.next().await {
@@ -260,8 +258,12 @@ mod tests {
     async fn sighup_without_a_change_asks_for_a_look() {
         let (_dir, paths) = node();
         let current = config::load(&paths).unwrap();
+        // A signal of its own: tests run in parallel, and the process-wide one would
+        // wake whichever watch waits first.
         let mut watch = ConfigWatch::new(&paths, &current);
-        request_reload();
+        let signal: &'static tokio::sync::Notify = Box::leak(Box::new(tokio::sync::Notify::new()));
+        watch.signal = signal;
+        signal.notify_one();
         let woke = tokio::time::timeout(Duration::from_secs(5), watch.next())
             .await
             .expect("SIGHUP woke the watch");

@@ -6,7 +6,6 @@
 //! so the agent names it first: a failure with both versions and the rule, a warning at
 //! the edge of what is allowed.
 
-use crate::config::Settings;
 use crate::kubeadm::KubeadmVersion as Version;
 use crate::preflight::{Finding, Verdict};
 
@@ -17,36 +16,35 @@ pub const CHECK: &str = "version-skew";
 /// runs the packaged /usr/bin/kubelet).
 const KUBELET_BINARY: &str = "kubelet";
 
-/// The API server's version (read anonymously with `ca`) and the kubelet's, judged with
-/// `kubeadm`'s; `Err` says why the API server's version is unknown.
+/// `kubelet --version`, or why it is unknown.
+pub async fn kubelet_version() -> Result<Version, String> {
+    crate::kubeadm::query_kubelet_version(std::path::Path::new(KUBELET_BINARY)).await
+}
+
+/// The API server's version (asked with `client`) judged with the kubelet's and
+/// kubeadm's; `Err` says why the API server's version is unknown.
 pub async fn findings(
-    s: &Settings,
-    ca: &[rustls::pki_types::CertificateDer<'static>],
+    client: &crate::apiserver::ApiClient,
+    kubelet: &Result<Version, String>,
     kubeadm: Option<Version>,
 ) -> Result<Vec<Finding>, String> {
-    let api = crate::apiserver::ApiClient::anonymous(&s.join.api_server, ca)
-        .map_err(|e| e.to_string())?
+    let api = client
         .server_version()
         .await
         .map_err(|e| format!("cannot judge version skew: {e}"))?;
     let api = Version::parse(&api)
         .ok_or_else(|| format!("cannot judge version skew: the API server says it is {api:?}"))?;
     let mut findings = Vec::new();
-    let kubelet =
-        match crate::kubeadm::query_kubelet_version(std::path::Path::new(KUBELET_BINARY)).await {
-            Ok(v) => Some(v),
-            Err(why) => {
-                findings.push(Finding {
-                    check: CHECK,
-                    verdict: Verdict::Warn {
-                        reason: format!("cannot tell the kubelet's version: {why}"),
-                        fix: "install the kubelet package matching the cluster's version".into(),
-                    },
-                });
-                None
-            }
-        };
-    findings.extend(judge(api, kubelet, kubeadm));
+    if let Err(why) = kubelet {
+        findings.push(Finding {
+            check: CHECK,
+            verdict: Verdict::Warn {
+                reason: format!("cannot tell the kubelet's version: {why}"),
+                fix: "install the kubelet package matching the cluster's version".into(),
+            },
+        });
+    }
+    findings.extend(judge(api, kubelet.as_ref().ok().copied(), kubeadm));
     Ok(findings)
 }
 

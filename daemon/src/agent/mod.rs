@@ -117,11 +117,13 @@ impl Agent {
         }
         self.attempt_began();
         self.gate_kubelet().await?;
-        let version = self.preflight().await?;
+        let tools = self.preflight().await?;
         let cluster = self.discovery().await?;
-        self.version_skew(version, &cluster).await?;
-        self.settle_node_name(&cluster).await?;
-        self.join(version, &cluster).await?;
+        // One client, one TLS connection, for what the bootstrap token may read.
+        let api = self.bootstrap_client(&cluster)?;
+        self.version_skew(&tools, &api).await?;
+        self.settle_node_name(&api).await?;
+        self.join(tools.kubeadm, &cluster).await?;
         let creds = self.tls_bootstrap(&cluster).await?;
         let joined = Joined {
             creds,

@@ -24,16 +24,9 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// Node that stays Ready is a live machine, and deleting it would be wrong.
 impl Agent {
     /// Waits, before kubeadm runs, until no Ready Node holds this node's name.
-    pub(super) async fn settle_node_name(&self, cluster: &ClusterInfo) -> Result<(), Stop> {
+    pub(super) async fn settle_node_name(&self, client: &ApiClient) -> Result<(), Stop> {
         let (paths, s) = (&self.paths, &self.settings);
         let name = &s.join.node_name;
-        let client = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
-            Ok(client) => client,
-            Err(e) => {
-                warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
-                return Ok(());
-            }
-        };
         let started = Instant::now();
         let mut reported = false;
         // Looks every 5 s (a reset machine's Node turns NotReady within about 40 s); a
@@ -53,7 +46,7 @@ impl Agent {
                     );
                     if let Some(kubeconfig) = &s.join.node_delete_kubeconfig {
                         let deleted =
-                            match ApiClient::from_kubeconfig(paths, kubeconfig, &cluster.ca) {
+                            match ApiClient::from_kubeconfig(paths, kubeconfig, client.ca()) {
                                 Ok(admin) => admin.delete_node(name).await,
                                 Err(e) => Err(e),
                             };
@@ -100,5 +93,15 @@ impl Agent {
             }
         })
         .await
+    }
+
+    /// A client with the bootstrap token for the API server discovery verified.
+    pub(super) fn bootstrap_client(&self, cluster: &ClusterInfo) -> Result<ApiClient, Failure> {
+        let s = &self.settings;
+        ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token).map_err(|e| {
+            Failure::Local {
+                detail: e.to_string(),
+            }
+        })
     }
 }

@@ -19,10 +19,18 @@ const CONTAINERD_UNIT: &str = "containerd.service";
 /// cheap to ask, and a node should go on the moment they are up.
 const MAX_POLL: Duration = Duration::from_secs(2);
 
+/// What preflight found out about the tools the join uses.
+pub(super) struct Tools {
+    /// kubeadm's release: it decides the JoinConfiguration's API.
+    pub kubeadm: KubeadmVersion,
+    /// The kubelet's release, or why it is unknown.
+    pub kubelet: Result<KubeadmVersion, String>,
+}
+
 impl Agent {
     /// Host, kernel, kubeadm, kubelet's flags, then the waitable checks (runtime, API
-    /// server); returns kubeadm's version.
-    pub(super) async fn preflight(&self) -> Result<KubeadmVersion, Stop> {
+    /// server); returns kubeadm's and the kubelet's versions.
+    pub(super) async fn preflight(&self) -> Result<Tools, Stop> {
         let s = &self.settings;
         self.enter(
             Phase::Preflight,
@@ -34,7 +42,14 @@ impl Agent {
         if let Some(f) = preflight::first_failure(&preflight::static_checks(&self.paths, s)) {
             return Err(failure_of(f).into());
         }
-        let version = kubeadm::query_version(&s.kubeadm_path).await?;
+        // Each of these execs or asks systemd: at once, not one after the other (a real
+        // kubeadm or kubelet binary takes a good part of a second to say its version).
+        let (version, kubelet, flags) = tokio::join!(
+            kubeadm::query_version(&s.kubeadm_path),
+            skew::kubelet_version(),
+            self.kubelet_flags()
+        );
+        let version = version?;
         self.state.lock().expect("state lock").kubeadm_version = Some(version.to_string());
         info!(
             phase = Phase::Preflight.name(),
@@ -42,9 +57,7 @@ impl Agent {
             s.kubeadm_path.display()
         );
 
-        for finding in
-            preflight::downgrade(vec![self.kubelet_flags().await], &s.preflight.warn_only)
-        {
+        for finding in preflight::downgrade(vec![flags], &s.preflight.warn_only) {
             log_finding(&finding);
             if matches!(finding.verdict, Verdict::Fail { .. }) {
                 return Err(failure_of(&finding).into());
@@ -59,8 +72,12 @@ impl Agent {
         let pace = Pace::doubling(Duration::from_millis(500), MAX_POLL);
         let socket = [self.paths.resolve(&s.containerd_socket)];
         self.wait_until(pace, &socket, async || {
-            let mut findings = vec![preflight::runtime::check(&s.containerd_socket).await];
-            findings.extend(preflight::network::check(&s.join.api_server).await);
+            let (runtime, network) = tokio::join!(
+                preflight::runtime::check(&s.containerd_socket),
+                preflight::network::check(&s.join.api_server)
+            );
+            let mut findings = vec![runtime];
+            findings.extend(network);
             let findings = preflight::downgrade(findings, &s.preflight.warn_only);
             if let Some(f) = preflight::first_failure(&findings) {
                 return Look::Done(Err(failure_of(f)));
@@ -127,7 +144,10 @@ impl Agent {
             Look::Again
         })
         .await?;
-        Ok(version)
+        Ok(Tools {
+            kubeadm: version,
+            kubelet,
+        })
     }
 
     /// kubelet must be started with a kubeconfig, or after the join it runs standalone.
@@ -142,11 +162,11 @@ impl Agent {
     /// version-skew); an API server that will not say its version is only a warning.
     pub(super) async fn version_skew(
         &self,
-        kubeadm: KubeadmVersion,
-        cluster: &crate::discovery::ClusterInfo,
+        tools: &Tools,
+        client: &crate::apiserver::ApiClient,
     ) -> Result<(), Failure> {
         let s = &self.settings;
-        let findings = match skew::findings(s, &cluster.ca, Some(kubeadm)).await {
+        let findings = match skew::findings(client, &tools.kubelet, Some(tools.kubeadm)).await {
             Ok(findings) => findings,
             Err(why) => {
                 warn!(

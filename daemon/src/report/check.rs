@@ -114,7 +114,12 @@ pub async fn run(paths: &Paths, s: &Settings) -> Check {
     }
     if let Some(cluster) = discovery_row(s, &mut rows).await {
         clock_row(&cluster, &mut rows);
-        match crate::skew::findings(s, &cluster.ca, kubeadm_version).await {
+        let kubelet = crate::skew::kubelet_version().await;
+        let skew = match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
+            Ok(client) => crate::skew::findings(&client, &kubelet, kubeadm_version).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match skew {
             Ok(findings) => {
                 for f in preflight::downgrade(findings, &s.preflight.warn_only) {
                     rows.push(Row::from_finding(&f, ""));
