@@ -70,6 +70,9 @@ pub struct State {
     pub inflight: std::sync::atomic::AtomicU64,
     /// Requests refused by the gate so far (spreads `busy_503_fraction` evenly).
     pub refused: std::sync::atomic::AtomicU64,
+    /// Echo every requests.log line on stderr (the binary does; a program that runs
+    /// the server in-process among a thousand clients may not want to).
+    pub echo_requests: bool,
 }
 
 impl State {
@@ -110,6 +113,7 @@ impl State {
             token_cache: Mutex::new(auth::TokenCache::default()),
             inflight: std::sync::atomic::AtomicU64::new(0),
             refused: std::sync::atomic::AtomicU64::new(0),
+            echo_requests: true,
         })
     }
 }

@@ -102,6 +102,24 @@ fn tls_config(state: &State) -> Result<rustls::ServerConfig> {
 /// Binds `listen` and every `also` address, writes `DIR/ready`, and serves until
 /// SIGTERM/SIGINT.
 pub async fn serve(state: State, listen: SocketAddr, also: &[SocketAddr]) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    serve_until(state, listen, also, stop).await
+}
+
+/// [`serve`] until `stop` resolves (a program running the server in-process).
+pub async fn serve_until(
+    state: State,
+    listen: SocketAddr,
+    also: &[SocketAddr],
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&state)?));
     let listener = TcpListener::bind(listen)
         .await
@@ -115,10 +133,11 @@ pub async fn serve(state: State, listen: SocketAddr, also: &[SocketAddr]) -> Res
         );
     }
     let state = Arc::new(state);
+    let mut extra_tasks = Vec::new();
     for l in extra {
         let (state, acceptor) = (state.clone(), acceptor.clone());
         let via = l.local_addr().ok();
-        tokio::spawn(async move {
+        extra_tasks.push(tokio::spawn(async move {
             loop {
                 match l.accept().await {
                     Ok((tcp, _)) => {
@@ -130,7 +149,7 @@ pub async fn serve(state: State, listen: SocketAddr, also: &[SocketAddr]) -> Res
                     }
                 }
             }
-        });
+        }));
     }
     std::fs::write(state.dir.join("ready"), b"").context("writing the ready file")?;
     eprintln!(
@@ -139,8 +158,8 @@ pub async fn serve(state: State, listen: SocketAddr, also: &[SocketAddr]) -> Res
         state.pki.pin,
         state.dir.display()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+    let accepts = extra_tasks;
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -153,9 +172,11 @@ pub async fn serve(state: State, listen: SocketAddr, also: &[SocketAddr]) -> Res
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
         }
+    }
+    for task in accepts {
+        task.abort();
     }
     let _ = std::fs::remove_file(state.dir.join("ready"));
     eprintln!("fake-apiserver: shutting down");
@@ -438,7 +459,9 @@ fn is_hostile_cluster_info(knobs: &super::knobs::Knobs, method: &str, path: &str
 }
 
 fn log_line(state: &State, line: &str) {
-    eprintln!("{line}");
+    if state.echo_requests {
+        eprintln!("{line}");
+    }
     let mut f = state.request_log.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = writeln!(f, "{line}") {
         eprintln!("fake-apiserver: writing requests.log: {e}");
