@@ -100,7 +100,10 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a request; transport failures come back as Go-worded errors.
+    /// Sends a request; transport failures come back as Go-worded errors. Like
+    /// client-go's rest client (`checkWait`, with_retry.go), a 429 or 5xx that carries
+    /// `Retry-After: <seconds>` is sent again after exactly that long, up to
+    /// [`MAX_RETRIES`] times; then the last answer is returned.
     pub async fn call(
         &self,
         method: Method,
@@ -108,34 +111,63 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
     ) -> Result<ApiResponse, String> {
         let url = self.url(path);
-        let mut req = self.client.request(method.clone(), &url);
-        if let Some(t) = &self.bearer {
-            req = req.bearer_auth(t);
+        let mut retries = 0;
+        loop {
+            let mut req = self.client.request(method.clone(), &url);
+            if let Some(t) = &self.bearer {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                let content_type = if method == Method::PATCH {
+                    "application/merge-patch+json"
+                } else {
+                    "application/json"
+                };
+                req = req
+                    .header("Content-Type", content_type)
+                    .body(serde_json::to_vec(b).unwrap_or_default());
+            }
+            let resp = req.send().await.map_err(|e| go_error(&method, &url, &e))?;
+            let status = resp.status().as_u16();
+            let wait = retry_wait(status, resp.headers());
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| go_error(&method, &url, &e))?
+                .to_vec();
+            match wait {
+                Some(wait) if retries < MAX_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(ApiResponse { status, body }),
+            }
         }
-        if let Some(b) = body {
-            let content_type = if method == Method::PATCH {
-                "application/merge-patch+json"
-            } else {
-                "application/json"
-            };
-            req = req
-                .header("Content-Type", content_type)
-                .body(serde_json::to_vec(b).unwrap_or_default());
-        }
-        let resp = req.send().await.map_err(|e| go_error(&method, &url, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| go_error(&method, &url, &e))?
-            .to_vec();
-        Ok(ApiResponse { status, body })
     }
 
     /// GET.
     pub async fn get(&self, path: &str) -> Result<ApiResponse, String> {
         self.call(Method::GET, path, None).await
     }
+}
+
+/// client-go's default `maxRetries` for a request the server asked to send again later.
+pub const MAX_RETRIES: u32 = 10;
+
+/// client-go's `checkWait`: a 429 or any 5xx with an integer `Retry-After` is to be sent
+/// again after that many seconds (no jitter, no cap).
+pub fn retry_wait(status: u16, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if !(status == 429 || status >= 500) {
+        return None;
+    }
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 /// Words a transport error like Go's net/http: `Get "URL": dial tcp HOST:PORT: connect:
@@ -178,4 +210,25 @@ pub fn go_error(method: &Method, url: &str, err: &reqwest::Error) -> String {
     }
     chain.dedup();
     format!("{verb} {url:?}: {}", chain.join(": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_on_429_and_5xx_only() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_wait(429, &h), Some(Duration::from_secs(2)));
+        assert_eq!(retry_wait(503, &h), Some(Duration::from_secs(2)));
+        assert_eq!(retry_wait(409, &h), None);
+        assert_eq!(retry_wait(429, &HeaderMap::new()), None);
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_wait(429, &h), None);
+    }
 }

@@ -36,6 +36,11 @@ impl Drop for Server {
 impl Server {
     /// Starts fake-apiserver with `knobs` already in place (present at start).
     fn start(knobs: &str) -> Self {
+        Self::start_with(knobs, &[])
+    }
+
+    /// The same with extra arguments.
+    fn start_with(knobs: &str, extra: &[String]) -> Self {
         kja_fakes::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("knobs.json"), knobs).unwrap();
@@ -47,6 +52,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fake-apiserver"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -478,4 +484,80 @@ async fn a_rotating_kubelet_gets_csr_names_from_the_server_and_registers_anonymo
     b.await.unwrap().unwrap();
     assert!(root.path(store.current()).exists());
     assert!(bootstrap::check_kubeconfig(&root, "/etc/kubernetes/kubelet.conf").is_ok());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn an_overloaded_server_answers_429_at_once_with_retry_after() {
+    let also = free_port();
+    let s = Server::start_with(
+        &format!(r#"{{{TOKENS}, "max_inflight": 2, "response_delay_ms": 800}}"#),
+        &["--also-listen".into(), format!("127.0.0.1:{also}")],
+    );
+    let client = s.client();
+    let started = Instant::now();
+    let requests = (0..5).map(|i| {
+        let client = client.clone();
+        let url = if i == 0 {
+            format!("https://127.0.0.1:{also}{CLUSTER_INFO}")
+        } else {
+            format!("{}{CLUSTER_INFO}", s.url)
+        };
+        tokio::spawn(async move {
+            let resp = client.get(url).send().await.unwrap();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+            let took = started.elapsed();
+            (
+                resp.status().as_u16(),
+                retry,
+                ct,
+                resp.text().await.unwrap(),
+                took,
+            )
+        })
+    });
+    let mut answers = Vec::new();
+    for r in requests.collect::<Vec<_>>() {
+        answers.push(r.await.unwrap());
+    }
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!((ok, busy.len()), (2, 3), "{answers:#?}");
+    for (_, retry, ct, body, took) in busy {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(ct, "text/plain; charset=utf-8");
+        assert_eq!(body, "Too many requests, please try again later.\n");
+        // Refused at once, not after the slow handler's 800 ms.
+        assert!(*took < Duration::from_millis(700), "{took:?}");
+    }
+    // Probes are never refused, and the limit frees up once the handlers are done.
+    assert_eq!(s.get("/healthz", None).await.0, 200);
+    assert_eq!(s.get(CLUSTER_INFO, None).await.0, 200);
+    let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.ends_with(" user=system:anonymous retry-after=1 429"))
+            .count()
+            + log
+                .lines()
+                .filter(|l| l.contains(" via=127.0.0.1:") && l.ends_with(" retry-after=1 429"))
+                .count(),
+        3,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("user=system:anonymous via=127.0.0.1:{also} ")),
+        "{log}"
+    );
 }

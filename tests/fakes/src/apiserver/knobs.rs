@@ -152,7 +152,25 @@ pub struct Knobs {
     /// 500 with upstream's check list and `[-]poststarthook/rbac/bootstrap-roles failed`.
     #[serde(default)]
     pub readyz_failing_for_secs: Option<f64>,
+    /// An overloaded API server (`--max-requests-inflight`, or priority and fairness
+    /// out of seats): at most this many requests are handled at once; the rest are
+    /// answered at once with 429 and `Retry-After`. 0 or absent: no limit, as upstream.
+    #[serde(default)]
+    pub max_inflight: Option<u64>,
+    /// The `Retry-After` seconds sent with those answers (upstream's max-inflight filter
+    /// always sends 1).
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+    /// This fraction (0..=1) of the requests beyond `max_inflight` is answered 503
+    /// instead of 429, also with `Retry-After` (a busy server or load balancer in front).
+    #[serde(default)]
+    pub busy_503_fraction: Option<f64>,
 }
+
+/// Default `retry_after_secs`: what kube-apiserver's max-inflight filter sends.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+/// Largest accepted `retry_after_secs` (the agent caps what it honours at 300).
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
 
 impl Knobs {
     /// Parses and validates knobs.json text.
@@ -215,6 +233,17 @@ impl Knobs {
                 bail!("knobs.json: {name} must be a non-negative number");
             }
         }
+        if let Some(f) = knobs.busy_503_fraction
+            && !(f.is_finite() && (0.0..=1.0).contains(&f))
+        {
+            bail!("knobs.json: busy_503_fraction must be a number from 0 to 1");
+        }
+        if knobs
+            .retry_after_secs
+            .is_some_and(|s| s > MAX_RETRY_AFTER_SECS)
+        {
+            bail!("knobs.json: retry_after_secs must be 0..={MAX_RETRY_AFTER_SECS}");
+        }
         if let Some(m) = knobs.cluster_info_body_mib
             && !(1..=MAX_CLUSTER_INFO_BODY_MIB).contains(&m)
         {
@@ -250,6 +279,16 @@ impl Knobs {
             .unwrap_or(DEFAULT_CLUSTER_INFO_BODY_MIB)
             .min(MAX_CLUSTER_INFO_BODY_MIB)
             << 20
+    }
+
+    /// The in-flight limit in force, if any (0 means none, as upstream).
+    pub fn inflight_limit(&self) -> Option<u64> {
+        self.max_inflight.filter(|n| *n > 0)
+    }
+
+    /// `Retry-After` for an overloaded answer.
+    pub fn retry_after(&self) -> u64 {
+        self.retry_after_secs.unwrap_or(DEFAULT_RETRY_AFTER_SECS)
     }
 
     /// Whether the server is in its "down" window at `now`.
@@ -652,6 +691,29 @@ mod tests {
             deadlines,
             vec![("old".to_owned(), t0 + Duration::from_secs(40))]
         );
+    }
+
+    #[test]
+    fn overload_knobs_parse_and_are_checked() {
+        let k = Knobs::parse(
+            r#"{"max_inflight": 50, "retry_after_secs": 2, "busy_503_fraction": 0.1}"#,
+        )
+        .unwrap();
+        assert_eq!(k.inflight_limit(), Some(50));
+        assert_eq!(k.retry_after(), 2);
+        assert_eq!(Knobs::default().retry_after(), 1);
+        assert_eq!(Knobs::default().inflight_limit(), None);
+        assert_eq!(
+            Knobs::parse(r#"{"max_inflight": 0}"#)
+                .unwrap()
+                .inflight_limit(),
+            None
+        );
+        let err = |s: &str| format!("{:#}", Knobs::parse(s).unwrap_err());
+        assert!(err(r#"{"busy_503_fraction": 1.5}"#).contains("busy_503_fraction"));
+        assert!(err(r#"{"busy_503_fraction": -0.1}"#).contains("busy_503_fraction"));
+        assert!(err(r#"{"retry_after_secs": 7200}"#).contains("retry_after_secs"));
+        assert!(err(r#"{"max_inflight": -1}"#).contains("expected u64"));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Content-Type.
     pub content_type: &'static str,
+    /// Other headers (`Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -27,6 +29,7 @@ impl Reply {
             status,
             body: serde_json::to_vec(v).unwrap_or_default(),
             content_type: "application/json",
+            headers: Vec::new(),
         }
     }
 
@@ -36,7 +39,22 @@ impl Reply {
             status,
             body: s.as_bytes().to_vec(),
             content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
         }
+    }
+
+    /// The same reply with `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.headers.push(("retry-after", secs.to_string()));
+        self
+    }
+
+    /// The `Retry-After` it carries, if any.
+    pub fn retry_after_secs(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == "retry-after")
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -112,7 +130,19 @@ pub fn status(code: u16, reason: &str, message: &str, details: Option<Details>) 
         status: code,
         body: serde_json::to_vec(&body).unwrap_or_default(),
         content_type: "application/json",
+        headers: Vec::new(),
     }
+}
+
+/// What an overloaded kube-apiserver answers a request it will not handle now: the
+/// max-inflight and priority-and-fairness filters' `tooManyRequests` (Go's `http.Error`:
+/// plain text with a newline, `X-Content-Type-Options: nosniff`) with `Retry-After`.
+/// client-go, finding no Status in it, reports "the server has received too many
+/// requests and has asked us to try again later" (reason TooManyRequests).
+pub fn too_many_requests(retry_after: u64) -> Reply {
+    let mut r = Reply::text(429, "Too many requests, please try again later.\n");
+    r.headers.push(("x-content-type-options", "nosniff".into()));
+    r.retry_after(retry_after)
 }
 
 /// 404 for a named object: `nodes "n1" not found`.
@@ -139,18 +169,88 @@ pub fn already_exists(resource: &str, group: &str, name: &str) -> Reply {
 
 /// 422 with one field error (`NewInvalid`: details name the kind and group apart).
 pub fn invalid(kind: &str, group: &str, name: &str, field: &str, msg: &str) -> Reply {
+    invalid_fields(kind, group, name, &[(field.to_owned(), msg.to_owned())])
+}
+
+/// 422 with field errors `(field, "Required value: ..."/"Invalid value: ...")`, as
+/// `NewInvalid` words them: one error as `field: msg`, several as `[a: x, b: y]`; each
+/// cause's reason follows the error's type (`FieldValueRequired`, ...).
+pub fn invalid_fields(kind: &str, group: &str, name: &str, errs: &[(String, String)]) -> Reply {
     let qualified = qualified(kind, group);
     let mut details = Details::of(kind, group, name);
-    details.causes.push(Cause {
-        reason: "FieldValueInvalid".into(),
-        message: msg.to_owned(),
-        field: field.to_owned(),
-    });
+    let texts: Vec<String> = errs.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+    for (field, msg) in errs {
+        details.causes.push(Cause {
+            reason: cause_reason(msg).into(),
+            message: msg.to_owned(),
+            field: field.to_owned(),
+        });
+    }
+    let all = match texts.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
     status(
         422,
         "Invalid",
-        &format!("{qualified} {} is invalid: {field}: {msg}", go_quote(name)),
+        &format!("{qualified} {} is invalid: {all}", go_quote(name)),
         Some(details),
+    )
+}
+
+/// `field.ErrorType`'s reason for a field error's text.
+fn cause_reason(msg: &str) -> &'static str {
+    [
+        ("Required value", "FieldValueRequired"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Too long", "FieldValueTooLong"),
+        ("Duplicate value", "FieldValueDuplicate"),
+    ]
+    .iter()
+    .find(|(prefix, _)| msg.starts_with(prefix))
+    .map_or("FieldValueInvalid", |(_, reason)| reason)
+}
+
+/// 400 `BadRequest` (`NewBadRequest`: no details).
+pub fn bad_request(message: &str) -> Reply {
+    status(400, "BadRequest", message, None)
+}
+
+/// 415 for a PATCH with a Content-Type the endpoint does not take
+/// (`negotiation.NewUnsupportedMediaTypeError`).
+pub fn unsupported_patch_type() -> Reply {
+    status(
+        415,
+        "UnsupportedMediaType",
+        &format!(
+            "the body of the request was in an unknown format - accepted media types include: {}",
+            PATCH_TYPES.join(", ")
+        ),
+        None,
+    )
+}
+
+/// The patch types kube-apiserver v1.29 accepts on Nodes, in its order.
+pub const PATCH_TYPES: [&str; 4] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+];
+
+/// 403 from an admission plugin (`admission.NewForbidden`): `nodes "n2" is forbidden:
+/// node "n1" is not allowed to modify node "n2"`.
+pub fn admission_forbidden(resource: &str, group: &str, name: &str, reason: &str) -> Reply {
+    status(
+        403,
+        "Forbidden",
+        &format!(
+            "{} {} is forbidden: {reason}",
+            qualified(resource, group),
+            go_quote(name)
+        ),
+        Some(Details::of(resource, group, name)),
     )
 }
 
@@ -383,6 +483,42 @@ mod tests {
         assert_eq!(
             v["message"],
             "CertificateSigningRequest.certificates.k8s.io \"x\" is invalid: spec.request: bad"
+        );
+    }
+
+    #[test]
+    fn several_field_errors_and_their_reasons() {
+        let r = invalid_fields(
+            "Event",
+            "",
+            "e1",
+            &[
+                (
+                    "involvedObject.namespace".into(),
+                    "Invalid value: \"x\": does not match event.namespace".into(),
+                ),
+                ("reason".into(), "Required value".into()),
+            ],
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v["message"],
+            "Event \"e1\" is invalid: [involvedObject.namespace: Invalid value: \"x\": does not match event.namespace, reason: Required value]"
+        );
+        assert_eq!(v["details"]["causes"][0]["reason"], "FieldValueInvalid");
+        assert_eq!(v["details"]["causes"][1]["reason"], "FieldValueRequired");
+        assert_eq!(
+            String::from_utf8(
+                admission_forbidden(
+                    "nodes",
+                    "",
+                    "n2",
+                    "node \"n1\" is not allowed to modify node \"n2\""
+                )
+                .body
+            )
+            .unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\"","reason":"Forbidden","details":{"name":"n2","kind":"nodes"},"code":403}"#
         );
     }
 

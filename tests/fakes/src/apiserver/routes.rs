@@ -14,7 +14,7 @@ use x509_parser::prelude::FromDer;
 use super::State;
 use super::auth::User;
 use super::knobs::{CsrApproval, Knobs};
-use super::objects::{self, Reply, forbidden, invalid, not_found, status};
+use super::objects::{self, Reply, admission_forbidden, forbidden, invalid, not_found, status};
 use crate::{jws, kubeconfig, timefmt};
 
 const CSR_GROUP: &str = "certificates.k8s.io";
@@ -32,6 +32,10 @@ pub struct Call<'a> {
     pub user: &'a User,
     /// HTTP method.
     pub method: &'a str,
+    /// The query string, if any (list field selectors).
+    pub query: Option<&'a str>,
+    /// The request's Content-Type, if any (PATCH types).
+    pub content_type: Option<&'a str>,
     /// Request body.
     pub body: &'a [u8],
     /// Request time.
@@ -87,7 +91,7 @@ pub fn readyz_failed() -> Reply {
     Reply::text(500, &body)
 }
 
-fn method_not_allowed() -> Reply {
+pub(super) fn method_not_allowed() -> Reply {
     status(
         405,
         "MethodNotAllowed",
@@ -96,7 +100,7 @@ fn method_not_allowed() -> Reply {
     )
 }
 
-fn internal(err: anyhow::Error) -> Reply {
+pub(super) fn internal(err: anyhow::Error) -> Reply {
     status(
         500,
         "InternalError",
@@ -105,7 +109,7 @@ fn internal(err: anyhow::Error) -> Reply {
     )
 }
 
-fn body_json(c: &Call<'_>) -> Result<Value, Reply> {
+pub(super) fn body_json(c: &Call<'_>) -> Result<Value, Reply> {
     serde_json::from_slice(c.body).map_err(|e| {
         status(
             400,
@@ -135,6 +139,15 @@ pub fn route(c: &Call<'_>, path: &str) -> Reply {
         },
         ["api", "v1", "namespaces", "kube-system", "pods"] => match c.method {
             "GET" => list_pods(c),
+            _ => method_not_allowed(),
+        },
+        ["api", "v1", "namespaces", ns, "events"] => match c.method {
+            "GET" => super::events::list(c, Some(ns)),
+            "POST" => super::events::create(c, ns),
+            _ => method_not_allowed(),
+        },
+        ["api", "v1", "events"] => match c.method {
+            "GET" => super::events::list(c, None),
             _ => method_not_allowed(),
         },
         ["api", "v1", "nodes"] => match c.method {
@@ -342,8 +355,8 @@ fn create_node(c: &Call<'_>) -> Reply {
             "Invalid value: a lowercase RFC 1123 subdomain is required",
         );
     }
-    if !is_self_or_admin(c.user, &name) {
-        return forbidden(&c.user.name, "create", "nodes", "", None, None);
+    if let Some(reply) = node_may_write(c, "create", &name) {
+        return reply;
     }
     let Ok(mut store) = c.state.store.lock() else {
         return internal(anyhow::anyhow!("store lock poisoned"));
@@ -371,9 +384,55 @@ fn node_status(c: &Call<'_>, name: &str) -> Reply {
     }
 }
 
+/// RBAC's `system:node` role lets every node create, patch and update Nodes; the
+/// NodeRestriction admission plugin then limits a node to its own (after the object is
+/// looked up, so another node's absent Node is a 404). Anyone else needs to be admin.
+fn node_may_write(c: &Call<'_>, verb: &str, name: &str) -> Option<Reply> {
+    match c.user.node_name() {
+        _ if c.user.is_admin() => None,
+        Some(own) if own == name => None,
+        Some(own) => Some(admission_forbidden(
+            "nodes",
+            "",
+            name,
+            &format!(
+                "node {} is not allowed to modify node {}",
+                objects::go_quote(own),
+                objects::go_quote(name)
+            ),
+        )),
+        None => Some(forbidden(
+            &c.user.name,
+            verb,
+            "nodes",
+            "",
+            (verb != "create").then_some(name),
+            None,
+        )),
+    }
+}
+
+/// `PATCH` (a JSON merge patch, or a strategic merge patch, which for labels,
+/// annotations and the spec's scalars merges the same way) or `PUT` (taken as a merge).
 fn patch_node(c: &Call<'_>, name: &str) -> Reply {
-    if !is_self_or_admin(c.user, name) {
-        return forbidden(&c.user.name, "patch", "nodes", "", Some(name), None);
+    let verb = if c.method == "PUT" { "update" } else { "patch" };
+    if !(c.user.is_admin() || c.user.node_name().is_some()) {
+        return forbidden(&c.user.name, verb, "nodes", "", Some(name), None);
+    }
+    if c.method == "PATCH" {
+        let media = c
+            .content_type
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if !matches!(
+            media,
+            "application/merge-patch+json" | "application/strategic-merge-patch+json"
+        ) {
+            return objects::unsupported_patch_type();
+        }
     }
     let patch = match body_json(c) {
         Ok(b) => b,
@@ -382,6 +441,12 @@ fn patch_node(c: &Call<'_>, name: &str) -> Reply {
     let Ok(mut store) = c.state.store.lock() else {
         return internal(anyhow::anyhow!("store lock poisoned"));
     };
+    if store.node(name).is_none() {
+        return not_found("nodes", "", name);
+    }
+    if let Some(reply) = node_may_write(c, verb, name) {
+        return reply;
+    }
     match store.patch_node(name, &patch, c.now) {
         Ok(Some(v)) => Reply::json(200, &v),
         Ok(None) => not_found("nodes", "", name),

@@ -1,6 +1,7 @@
-//! Nodes and CSRs: kept in memory, written to `DIR/nodes/<name>.json` and
-//! `DIR/csrs/<name>.json` on every change (the harness reads those files), and loaded
-//! back on start so a restarted fake behaves like an API server backed by etcd.
+//! Nodes, CSRs and Events: kept in memory, written to `DIR/nodes/<name>.json`,
+//! `DIR/csrs/<name>.json` and `DIR/events/<namespace>/<name>.json` on every change (the
+//! harness reads those files), and loaded back on start so a restarted fake behaves like
+//! an API server backed by etcd.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,8 @@ pub struct Store {
     dir: PathBuf,
     nodes: BTreeMap<String, NodeRec>,
     csrs: BTreeMap<String, Value>,
+    /// Events by (namespace, name).
+    events: BTreeMap<(String, String), Value>,
     rv: u64,
 }
 
@@ -147,7 +150,7 @@ fn read_dir_json(dir: &Path) -> Vec<(String, Value)> {
 impl Store {
     /// Opens the store in `dir`, loading objects a previous run persisted.
     pub fn open(dir: &Path) -> Result<Self> {
-        for sub in ["nodes", "csrs"] {
+        for sub in ["nodes", "csrs", "events"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
@@ -156,6 +159,7 @@ impl Store {
             dir: dir.to_owned(),
             nodes: BTreeMap::new(),
             csrs: BTreeMap::new(),
+            events: BTreeMap::new(),
             rv: 1,
         };
         for (name, v) in read_dir_json(&dir.join("nodes")) {
@@ -184,6 +188,14 @@ impl Store {
         }
         for (name, v) in read_dir_json(&dir.join("csrs")) {
             store.csrs.insert(name, v);
+        }
+        if let Ok(namespaces) = std::fs::read_dir(dir.join("events")) {
+            for ns in namespaces.flatten().filter(|e| e.path().is_dir()) {
+                let namespace = ns.file_name().to_string_lossy().into_owned();
+                for (name, v) in read_dir_json(&ns.path()) {
+                    store.events.insert((namespace.clone(), name), v);
+                }
+            }
         }
         Ok(store)
     }
@@ -283,7 +295,10 @@ impl Store {
         self.persist_node(name, now).map(Some)
     }
 
-    /// Merges labels and annotations from a patch (kubeadm's cri-socket annotation).
+    /// Applies a JSON merge patch to the Node's labels, annotations and spec (kubeadm's
+    /// cri-socket annotation, the agent's join record): a `null` value removes a key,
+    /// `"annotations": null` removes them all, as RFC 7386 says and the API server does.
+    /// Keys the patch does not name are left alone.
     pub fn patch_node(
         &mut self,
         name: &str,
@@ -294,9 +309,24 @@ impl Store {
         let Some(rec) = self.nodes.get_mut(name) else {
             return Ok(None);
         };
-        let clean = sanitize_node(patch);
-        merge_patch(&mut rec.object["metadata"], &clean["metadata"]);
-        merge_patch(&mut rec.object["spec"], &clean["spec"]);
+        let mut meta = serde_json::Map::new();
+        for key in ["labels", "annotations"] {
+            if let Some(v) = patch["metadata"].get(key) {
+                meta.insert(key.to_owned(), v.clone());
+            }
+        }
+        merge_patch(&mut rec.object["metadata"], &Value::Object(meta));
+        for key in ["labels", "annotations"] {
+            if !rec.object["metadata"][key].is_object() {
+                rec.object["metadata"][key] = json!({});
+            }
+        }
+        if let Some(spec) = patch.get("spec") {
+            merge_patch(&mut rec.object["spec"], spec);
+            if !rec.object["spec"].is_object() {
+                rec.object["spec"] = json!({});
+            }
+        }
         rec.resource_version = rv;
         self.persist_node(name, now).map(Some)
     }
@@ -327,6 +357,51 @@ impl Store {
         write_atomic(&path, &serde_json::to_vec_pretty(&v)?, 0o644)?;
         self.csrs.insert(name.to_owned(), v.clone());
         Ok(v)
+    }
+
+    /// An Event by namespace and name.
+    pub fn event(&self, ns: &str, name: &str) -> Option<&Value> {
+        self.events.get(&(ns.to_owned(), name.to_owned()))
+    }
+
+    /// Events of one namespace, or of all when `ns` is `None`, by namespace and name.
+    pub fn event_list(&self, ns: Option<&str>) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Creates an Event (`Ok(None)`: one of that name exists), giving it a uid,
+    /// resourceVersion and creationTimestamp.
+    pub fn create_event(
+        &mut self,
+        ns: &str,
+        name: &str,
+        mut v: Value,
+        now: SystemTime,
+    ) -> Result<Option<Value>> {
+        let key = (ns.to_owned(), name.to_owned());
+        if self.events.contains_key(&key) {
+            return Ok(None);
+        }
+        let rv = self.next_rv();
+        let meta = &mut v["metadata"];
+        meta["name"] = json!(name);
+        meta["namespace"] = json!(ns);
+        meta["uid"] = json!(super::objects::random_uid());
+        meta["resourceVersion"] = json!(rv.to_string());
+        meta["creationTimestamp"] = json!(timefmt::k8s(now));
+        let dir = self.dir.join("events").join(ns);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_atomic(
+            &dir.join(format!("{name}.json")),
+            &serde_json::to_vec_pretty(&v)?,
+            0o644,
+        )?;
+        self.events.insert(key, v.clone());
+        Ok(Some(v))
     }
 
     /// Deletes a CSR.
@@ -365,6 +440,70 @@ mod tests {
         assert_eq!(file["metadata"]["labels"]["a"], "b");
         let reopened = Store::open(dir.path()).unwrap();
         assert!(reopened.node("n1").unwrap().ready_at(later));
+    }
+
+    #[test]
+    fn node_patches_merge_annotations_and_null_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let t0 = SystemTime::now();
+        let body = json!({"metadata": {"name": "n1", "labels": {"a": "b"},
+                                       "annotations": {"keep": "1", "drop": "2"}}});
+        s.create_node("n1", &body, t0).unwrap().unwrap();
+        let v = s
+            .patch_node(
+                "n1",
+                &json!({"metadata": {"annotations": {"drop": null, "new": "3"}}}),
+                t0,
+            )
+            .unwrap()
+            .unwrap();
+        let a = &v["metadata"]["annotations"];
+        assert_eq!((&a["keep"], &a["new"]), (&json!("1"), &json!("3")));
+        assert!(a.get("drop").is_none(), "{a}");
+        assert_eq!(v["metadata"]["labels"], json!({"a": "b"}));
+        // All annotations removed at once; the fake's own ready-until stays computed.
+        let v = s
+            .patch_node("n1", &json!({"metadata": {"annotations": null}}), t0)
+            .unwrap()
+            .unwrap();
+        let keys: Vec<&String> = v["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(keys, [READY_UNTIL_ANNOTATION]);
+        assert!(s.patch_node("absent", &json!({}), t0).unwrap().is_none());
+    }
+
+    #[test]
+    fn events_persist_per_namespace_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let t0 = SystemTime::now();
+        let e = json!({"metadata": {"name": "n1.x"}, "reason": "Joined"});
+        let v = s
+            .create_event("default", "n1.x", e.clone(), t0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(v["metadata"]["namespace"], "default");
+        assert!(v["metadata"]["uid"].is_string());
+        assert!(
+            s.create_event("default", "n1.x", e.clone(), t0)
+                .unwrap()
+                .is_none()
+        );
+        s.create_event("kube-system", "n1.x", e, t0)
+            .unwrap()
+            .unwrap();
+        assert!(dir.path().join("events/default/n1.x.json").exists());
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.event_list(None).len(), 2);
+        assert_eq!(reopened.event_list(Some("default")).len(), 1);
+        assert_eq!(
+            reopened.event("default", "n1.x").unwrap()["reason"],
+            "Joined"
+        );
     }
 
     #[test]

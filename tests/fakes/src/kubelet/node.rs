@@ -12,7 +12,8 @@ use crate::kubeconfig::{Auth, Resolved};
 /// How often the kubelet posts its status (nodeStatusUpdateFrequency).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
-fn node_object(name: &str, ip: &str, version: &str) -> Value {
+/// The Node a kubelet registers (`initialNode`, kubelet_node_status.go), trimmed.
+pub fn node_object(name: &str, ip: &str, version: &str) -> Value {
     json!({
         "kind": "Node",
         "apiVersion": "v1",
