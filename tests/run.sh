@@ -26,12 +26,39 @@ bash packaging/build.sh
 step "real Kubernetes v1.20.2 for the real tier (cached; the first build takes 16-30 min)"
 tests/real/build-kubernetes.sh
 
-step "end-to-end scenarios in systemd-nspawn nodes"
 if [ "$(id -u)" -ne 0 ]; then
   echo "the end-to-end scenarios boot systemd-nspawn nodes and need root" >&2
   exit 1
 fi
+# A failing step does not hide the results of the later ones: each scenario step's
+# status is kept and the script fails at the end if any failed.
+failed=()
+
+step "end-to-end scenarios in systemd-nspawn nodes (fakes, real containerd and etcd)"
+# Every test target of kja-e2e but the real tier, which runs next with its own parallelism.
+e2e_targets=(--lib --bins)
+for t in tests/e2e/tests/*.rs tests/e2e/tests/*/main.rs; do
+  name=$(basename "${t%/main.rs}" .rs)
+  [ "$name" = real_tier ] || e2e_targets+=(--test "$name")
+done
 # --no-fail-fast: one failing scenario file must not hide the results of the others.
-cargo test -p kja-e2e --locked --no-fail-fast -- --test-threads="${KJA_E2E_THREADS:-3}"
+cargo test -p kja-e2e --locked --no-fail-fast "${e2e_targets[@]}" -- --test-threads="${KJA_E2E_THREADS:-3}" \
+  || failed+=("end-to-end scenarios")
+cargo test -p kja-e2e --locked --doc || failed+=("doc tests")
+
+step "real tier: the agent's .deb against kubeadm, kubelet and a control plane v1.20.2"
+# Each scenario runs its own control plane and node; KJA_REAL_PARALLEL of them at once
+# (tests/real/README.md has the measurements).
+real_parallel=${KJA_REAL_PARALLEL:-4}
+export KJA_REAL_PARALLEL=$real_parallel
+real_started=$(date +%s)
+cargo test -p kja-e2e --locked --no-fail-fast --test real_tier -- --test-threads="$real_parallel" \
+  || failed+=("real tier")
+echo "real tier: $(( $(date +%s) - real_started ))s"
+
+if [ ${#failed[@]} -gt 0 ]; then
+  step "FAILED: ${failed[*]}"
+  exit 1
+fi
 
 step "done in $(( $(date +%s) - started ))s"

@@ -10,6 +10,7 @@
 //! | `kubelet-start` | what kubeadm runs against systemd at kubelet-start (a logging systemctl wrapper), file times against kubelet's start job |
 //! | `masked` | the same join with kubelet runtime-masked |
 //! | `rbac` | what a bootstrap token, an unknown token and anonymous requests may read; how fast a deleted token stops working |
+//! | `crictl` | the fakes' `fake-crictl` as `/usr/bin/crictl`: can it serve real kubeadm (join without ignored checks, then `kubeadm reset -f`)? |
 //! | `up` | a node and control plane to poke at by hand; Ctrl-C (or SIGTERM) tears them down |
 //!
 //! Honours `KJA_E2E_NAME_PREFIX` for node and namespace names.
@@ -51,8 +52,9 @@ fn main() {
         Some("kubelet-start") => kubelet_start(false),
         Some("masked") => kubelet_start(true),
         Some("rbac") => rbac(),
+        Some("crictl") => fake_crictl(),
         Some("up") => up(),
-        _ => bail!("usage: real_facts tls-stall|warmup [N]|kubelet-start|masked|rbac|up"),
+        _ => bail!("usage: real_facts tls-stall|warmup [N]|kubelet-start|masked|rbac|crictl|up"),
     });
     if let Err(e) = result {
         eprintln!("real_facts: {e:#}");
@@ -558,6 +560,40 @@ fn summary(body: &str) -> String {
         ),
         Err(_) => one_line(body, 120),
     }
+}
+
+/// Real kubeadm with the fakes' crictl on PATH: preflight's `FileExisting-crictl` and `CRI`
+/// checks, a whole join without any ignored check, then `kubeadm reset -f` (which lists
+/// and removes pods with crictl).
+fn fake_crictl() -> Result<()> {
+    let crictl = kja_e2e::paths::fake_bin("fake-crictl");
+    kja_e2e::paths::require_file(&crictl, "build the fakes: cargo build -p kja-fakes")?;
+    let s = setup("facts_crictl", |node| {
+        node.copy_in(&crictl, "/usr/bin/crictl", 0o755)
+    })?;
+    let mut argv = join_argv(&s, &[]);
+    argv.retain(|a| *a != IGNORE_PREFLIGHT);
+    argv.push("--v=1");
+    println!("== {} (no ignored preflight checks)", argv.join(" "));
+    let joined = timed::run_in_node(&s.node, &argv, Duration::from_secs(300))?;
+    println!("{}", joined.transcript());
+    println!(
+        "== exit {:?} after {:.1}s",
+        joined.code(),
+        joined.took.as_secs_f64()
+    );
+    let reset = timed::run_in_node(
+        &s.node,
+        &["kubeadm", "reset", "-f", "--v=1"],
+        Duration::from_secs(180),
+    )?;
+    println!("== kubeadm reset -f --v=1\n{}", reset.transcript());
+    println!(
+        "== exit {:?} after {:.1}s",
+        reset.code(),
+        reset.took.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn up() -> Result<()> {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
+pub mod agent;
 pub mod artifacts;
 pub mod control_plane;
 pub mod node_image;

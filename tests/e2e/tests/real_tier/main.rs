@@ -1,22 +1,27 @@
 //! The real-Kubernetes tier (tests/real/README.md): kubeadm, kubelet, kube-apiserver and
 //! kube-controller-manager v1.20.2 built from Debian's source package, a real control
-//! plane in the node's network namespace, a real systemd node. These scenarios run
-//! without the agent: they prove the tier itself works, so that scenarios built on it
-//! fail only for the agent's reasons. The first run builds the binaries
-//! (tests/real/build-kubernetes.sh, 16-30 minutes), later runs reuse the cache.
+//! plane in the node's network namespace, a real systemd node. `real_bare_kubeadm_join`
+//! runs without the agent: it proves the tier itself works, so that the agent's scenarios
+//! (`agent.rs`, the agent installed from its .deb) fail only for the agent's reasons.
+//! The first run builds the binaries (tests/real/build-kubernetes.sh, 16-30 minutes),
+//! later runs reuse the cache. At most `KJA_REAL_PARALLEL` (default 4) scenarios run at
+//! once, whatever `--test-threads` says.
+
+mod agent;
 
 use anyhow::{Result, ensure};
 use kja_e2e::node::Node;
+use kja_e2e::real::agent::Slot;
 use kja_e2e::real::artifacts::Guard;
 use kja_e2e::real::control_plane::{ENDPOINT, NODE_IP, RealControlPlane, condition};
-use kja_e2e::real::{node_image, timed};
+use kja_e2e::real::timed;
 use kja_e2e::wait;
 use std::time::{Duration, Instant};
 
-/// The preflight checks real kubeadm 1.20 fails on these nodes: there is no crictl in any
-/// registry here. (kubeadm talks to a CRI runtime only through crictl; without it, it
-/// prints a warning and skips its `CRI` check instead of failing it.)
-const PREFLIGHT_ERRORS_WITHOUT_CRICTL: [&str; 1] = ["FileExisting-crictl"];
+// The preflight checks real kubeadm 1.20 fails on these nodes. (kubeadm talks to a CRI
+// runtime only through crictl; without it, it prints a warning and skips its `CRI` check
+// instead of failing it.)
+use kja_e2e::real::agent::PREFLIGHT_ERRORS_WITHOUT_CRICTL;
 
 /// What kubeadm 1.20 prints (stdout) when it cannot talk to the CRI runtime.
 const CRICTL_WARNING: &str = "[preflight] WARNING: Couldn't create the interface used for talking to the container runtime: crictl is required for container runtime: exec: \"crictl\": executable file not found in $PATH";
@@ -29,16 +34,7 @@ fn must(r: Result<()>) {
 
 /// A node with the real image, not booted, and a real control plane in its namespace.
 fn prepare(test: &str) -> (Node, RealControlPlane) {
-    if let Err(e) = kja_e2e::require_root() {
-        panic!("{e:#}");
-    }
-    let name = kja_e2e::node_name(test);
-    let node = Node::create(node_image::node_spec(&name))
-        .unwrap_or_else(|e| panic!("creating the node: {e:#}"));
-    node_image::install(&node).unwrap_or_else(|e| panic!("installing into the node: {e:#}"));
-    let cp = RealControlPlane::start(node.netns(), node.dir().join("control-plane"))
-        .unwrap_or_else(|e| panic!("starting the real control plane: {e:#}"));
-    (node, cp)
+    kja_e2e::real::agent::prepare(test).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `[ERROR <name>]` names in kubeadm's preflight output, sorted.
@@ -55,6 +51,7 @@ fn preflight_errors(output: &str) -> Vec<String> {
 
 #[test]
 fn real_bare_kubeadm_join() {
+    let _slot = Slot::take("real_bare_kubeadm_join");
     let (node, cp) = prepare("real_bare_kubeadm_join");
     let _artifacts = Guard::new("real_bare_kubeadm_join", &node, &cp);
     must((|| {
