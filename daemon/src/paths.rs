@@ -109,6 +109,11 @@ impl Paths {
         self.at("/run/systemd/system")
     }
 
+    /// systemd's early generator output, where the agent's generator masks kubelet at boot.
+    pub fn generator_early(&self) -> PathBuf {
+        self.at("/run/systemd/generator.early")
+    }
+
     /// A path below the root, for files named in the configuration (token file).
     pub fn resolve(&self, path: &Path) -> PathBuf {
         match path.strip_prefix("/") {

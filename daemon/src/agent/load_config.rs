@@ -66,11 +66,30 @@ fn load_settings(paths: &Paths) -> Result<Settings, Exit> {
         error!(
             phase = Phase::LoadConfig.name(),
             failure = "config-invalid",
-            "configuration error: {e}; nothing was changed on this node"
+            "configuration error: {e}; nothing was changed on this node{}",
+            held_by_generator(paths)
         );
         telemetry::notify_status(&format!("configuration error: {e}"));
         Exit::Config
     })
+}
+
+/// What a stopped agent leaves of the gate: at boot the agent's generator masks kubelet
+/// (the default unit name: the configuration that might name another is what failed)
+/// while the agent is enabled and the node has no kubelet.conf, so kubelet stays held,
+/// as it should without its configuration, and the operator is told how to go on.
+fn held_by_generator(paths: &Paths) -> &'static str {
+    let mask = paths.generator_early().join("kubelet.service");
+    if mask
+        .read_link()
+        .is_ok_and(|t| t == std::path::Path::new("/dev/null"))
+    {
+        "; kubelet stays held by the agent's generator (masked since boot): fix the file and \
+         `systemctl restart kube-join-agent`, or let kubelet run without the agent with \
+         `systemctl disable kube-join-agent && systemctl daemon-reload`"
+    } else {
+        ""
+    }
 }
 
 fn config_stamp(settings: &Settings) -> String {

@@ -80,6 +80,15 @@ struct Joined {
     fresh: bool,
 }
 
+/// Said whenever a wait ends because the configuration changed under it.
+fn log_reconfigured(settings: &Settings) {
+    tracing::info!(
+        "the configuration changed while waiting ({} file(s), token id \"{}\"): starting over with it",
+        settings.files.len(),
+        settings.join.token.id()
+    );
+}
+
 impl Agent {
     /// Attempts until joined (then serve) or until the failure policy stops the agent.
     async fn main_loop(mut self) -> Exit {
@@ -96,11 +105,7 @@ impl Agent {
                     }
                 }
                 Err(Stop::Reconfigured(settings)) => {
-                    tracing::info!(
-                        "the configuration changed while waiting ({} file(s), token id \"{}\"): starting over with it",
-                        settings.files.len(),
-                        settings.join.token.id()
-                    );
+                    log_reconfigured(&settings);
                     self.attempt_ended(None);
                 }
             }

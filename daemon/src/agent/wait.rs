@@ -80,7 +80,10 @@ impl Agent {
         let mut config = ConfigWatch::new(&self.paths, &self.settings);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = config.next() => {}
+            changed = config.next() => match changed {
+                Some(settings) => super::log_reconfigured(&settings),
+                None => tracing::info!("SIGHUP: not waiting out the pause"),
+            }
         }
     }
 }

@@ -49,6 +49,22 @@ fn row<'a>(doc: &'a Value, name: &str, verdict: &str, says: &[&str]) -> Result<&
     Ok(row)
 }
 
+/// Sets net.ipv4.ip_forward in the node's network namespace.
+fn ip_forward(node: &kja_e2e::Node, value: u8) -> Result<()> {
+    let out = node
+        .netns()
+        .command("sysctl")?
+        .args(["-w", &format!("net.ipv4.ip_forward={value}")])
+        .output()
+        .context("running sysctl in the node's network namespace")?;
+    ensure!(
+        out.status.success(),
+        "sysctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 fn fails(doc: &Value) -> Vec<String> {
     doc["rows"]
         .as_array()
@@ -66,6 +82,19 @@ fn check_passes_on_a_fresh_node_and_names_each_problem() {
     let _a = artifacts::Guard::new("check_names_problems", &node, Some(&cp));
     must((|| {
         boot(&node)?;
+        // `check` looks once, as it is: on a fresh node it passes only once containerd,
+        // started beside it at boot, answers on its socket.
+        kja_e2e::wait::until_ok(
+            "containerd to serve its CRI socket",
+            Duration::from_secs(60),
+            POLL,
+            || {
+                let s = node.unit_state("containerd.service")?;
+                ensure!(s == "active", "containerd is {s}");
+                ensure!(node.exists("/run/containerd/containerd.sock")?, "no socket");
+                Ok(())
+            },
+        )?;
         let (code, doc) = check(&node)?;
         ensure!(
             code == 0 && doc["ok"] == true,
@@ -126,12 +155,13 @@ fn check_passes_on_a_fresh_node_and_names_each_problem() {
         )?;
         cp.set_knobs(json!({}))?;
 
-        // ip_forward off (the node's own network namespace).
-        node.exec_ok(&["sysctl", "-w", "net.ipv4.ip_forward=0"])?;
+        // ip_forward off in the node's network namespace (set from the host: the node's
+        // /proc/sys is read-only, as in any container).
+        ip_forward(&node, 0)?;
         let (code, doc) = check(&node)?;
         ensure!(code == 1, "{doc}");
         row(&doc, "ip_forward", "fail", &["sysctl"])?;
-        node.exec_ok(&["sysctl", "-w", "net.ipv4.ip_forward=1"])?;
+        ip_forward(&node, 1)?;
 
         // Swap on, as /proc/swaps lists it: a warning (kubeadm only warns).
         node.write_file(

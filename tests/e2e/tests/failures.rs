@@ -628,10 +628,22 @@ fn a_bad_config_exits_78_and_changes_nothing() {
             "the line does not name the file and the key: {line}"
         );
         ensure!(line.contains("nothing was changed"), "{line}");
-        // Nothing changed: kubelet not masked, no kubeadm, no state written.
+        // Nothing changed by the agent: no kubeadm, no state written, no mask of its own.
+        // kubelet stays held by the generator's boot-time mask (no kubelet.conf, agent
+        // enabled), and the line says how to go on.
         ensure!(
-            node.unit_enablement("kubelet.service")? == "enabled",
-            "kubelet was masked"
+            line.contains("held by the agent's generator")
+                && line.contains("systemctl restart kube-join-agent")
+                && line.contains("systemctl disable kube-join-agent"),
+            "{line}"
+        );
+        ensure!(
+            !node.exists("/run/systemd/system/kubelet.service")?,
+            "the agent masked kubelet itself"
+        );
+        ensure!(
+            node.unit_state("kubelet.service")? != "active",
+            "kubelet runs without its configuration"
         );
         no_kubeadm_join(&node)?;
         ensure!(

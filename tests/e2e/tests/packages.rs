@@ -454,6 +454,7 @@ fn rpm_expected_files() -> BTreeSet<String> {
     [
         "/usr/bin/kube-join-agent",
         RPM_UNIT_PATH,
+        RPM_GENERATOR_PATH,
         TMPFILES_PATH,
         DEFAULTS_PATH,
         MAN_PATH,
@@ -610,12 +611,16 @@ fn rpm_scriptlets_on_a_real_systemd() {
     must((|| {
         boot(&node)?;
         wait::until_ok(
-            "the agent to gate kubelet",
+            "the agent to gate kubelet and wait for containerd",
             Duration::from_secs(60),
             POLL,
             || {
+                // The generator masks kubelet at boot, before the agent starts; the
+                // agent is active (ready) once it has checked the gate itself.
                 let e = node.unit_enablement("kubelet.service")?;
                 ensure!(e == "masked-runtime", "kubelet is {e}");
+                let a = node.unit_state(AGENT_UNIT)?;
+                ensure!(a == "active", "the agent is {a}");
                 Ok(())
             },
         )?;
