@@ -98,11 +98,11 @@ pub enum Failure {
         port: u16,
     },
     /// containerd did not come up or report RuntimeReady in time.
-    #[error("container runtime not ready after {}: {detail}; check `systemctl status containerd` and `journalctl -u containerd`", humantime::format_duration(*waited))]
+    #[error("container runtime not ready{}: {detail}; check `systemctl status containerd` and `journalctl -u containerd`", waited_for(*waited))]
     ContainerdNotReady {
         /// The last answer.
         detail: String,
-        /// How long the agent waited.
+        /// How long the agent waited (zero: found down without a wait, by kubeadm).
         waited: Duration,
     },
     /// A Node with this name exists and is Ready.
@@ -261,6 +261,15 @@ impl Failure {
             | Failure::NodeNotRegistered { .. }
             | Failure::EtcdLearnerNotInSync { .. } => Policy::Retry { cleanup: true },
         }
+    }
+}
+
+/// " after 1m 30s", or nothing for a failure found without waiting.
+fn waited_for(waited: Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!(" after {}", humantime::format_duration(waited))
     }
 }
 

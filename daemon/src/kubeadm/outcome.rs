@@ -15,6 +15,10 @@ const LEFTOVER_CHECKS: &[&str] = &[
     "DirAvailable--etc-kubernetes-manifests",
 ];
 
+/// kubeadm's preflight check of the container runtime (`crictl info` up to v1.2x, the
+/// CRI API later): `[ERROR CRI]: container runtime is not running: ...`.
+const CRI_CHECK: &str = "CRI";
+
 /// What kubeadm prints when it starts waiting for the kubelet's TLS bootstrap (v1.31 and
 /// later print it without the dots, after the health check).
 pub const TLS_BOOTSTRAP_WAIT: &str =
@@ -64,6 +68,15 @@ pub fn classify(
     }
     if code == 2 || f.said("[preflight] Some fatal errors occurred") {
         let checks = failed_checks(f);
+        // containerd went away between the agent's own runtime check and kubeadm's: a
+        // runtime restart (a package upgrade, its own crash) is transient, and the next
+        // attempt's preflight waits for it again.
+        if checks == [CRI_CHECK] {
+            return Err(Failure::ContainerdNotReady {
+                detail: format!("kubeadm's preflight: {}", check_line(f, CRI_CHECK)),
+                waited: std::time::Duration::ZERO,
+            });
+        }
         let leftovers =
             !checks.is_empty() && checks.iter().all(|c| LEFTOVER_CHECKS.contains(&c.as_str()));
         return Err(Failure::KubeadmPreflight {
@@ -124,6 +137,16 @@ fn error_line(f: &Finished) -> String {
         })
         .or_else(|| meaningful().next())
         .map(str::to_string)
+        .unwrap_or_else(|| f.last_line())
+}
+
+/// The `[ERROR name]` line of one check, trimmed.
+fn check_line(f: &Finished, name: &str) -> String {
+    let tag = format!("[ERROR {name}]");
+    f.output
+        .iter()
+        .find(|l| l.text.contains(&tag))
+        .map(|l| l.text.trim().to_string())
         .unwrap_or_else(|| f.last_line())
 }
 
@@ -234,6 +257,42 @@ mod tests {
             ),
             "kubeadm-failed"
         );
+    }
+
+    #[test]
+    fn a_runtime_gone_at_kubeadm_preflight_is_waited_for() {
+        let f = finished(
+            Some(1),
+            &[
+                "[preflight] Running pre-flight checks",
+                "error execution phase preflight: [preflight] Some fatal errors occurred:",
+                "\t[ERROR CRI]: container runtime is not running: output: time=\"2026-12-01T10:00:00Z\" level=fatal msg=\"validate service connection: CRI v1 runtime API is not implemented for endpoint \\\"unix:///var/run/containerd/containerd.sock\\\": rpc error: code = Unavailable\"",
+                "[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`",
+            ],
+        );
+        match classify(&f, "n", "abcdef", "token file") {
+            Err(Failure::ContainerdNotReady { detail, .. }) => {
+                assert!(detail.contains("[ERROR CRI]"), "{detail}");
+                assert!(
+                    detail.contains("container runtime is not running"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // With another check failing too, it is still a preflight failure.
+        let f = finished(
+            Some(1),
+            &[
+                "error execution phase preflight: [preflight] Some fatal errors occurred:",
+                "\t[ERROR CRI]: container runtime is not running",
+                "\t[ERROR Port-10250]: Port 10250 is in use",
+            ],
+        );
+        assert!(matches!(
+            classify(&f, "n", "abcdef", "token file"),
+            Err(Failure::KubeadmPreflight { .. })
+        ));
     }
 
     #[test]

@@ -268,6 +268,49 @@ fn containerd_remediation_restarts_it() {
     })());
 }
 
+/// containerd stops between the agent's runtime check and kubeadm's: kubeadm's preflight
+/// fails its `CRI` check (`crictl info`), which is a runtime not ready, not a preflight
+/// failure that needs an operator. The agent retries, its preflight waits for
+/// containerd, restarts it (remediation on), and the node joins, the same process.
+#[test]
+fn containerd_gone_at_kubeadms_preflight_is_waited_for() {
+    let real_crictl =
+        std::fs::read(kja_e2e::paths::fake_bin("fake-crictl")).unwrap_or_else(|e| panic!("{e}"));
+    // kubeadm's first `crictl info` (its CRI check) finds containerd just stopped.
+    let shim = "#!/bin/sh\n\
+        if [ ! -e /var/tmp/containerd-stopped-once ]; then\n\
+        \ttouch /var/tmp/containerd-stopped-once\n\
+        \tsystemctl stop containerd.service\n\
+        fi\n\
+        exec /usr/bin/crictl.real \"$@\"\n";
+    let (node, cp) = prepare("containerd_gone_at_kubeadm", |i| {
+        i.file("/usr/bin/crictl.real", real_crictl, 0o755)
+            .file("/usr/bin/crictl", shim, 0o755)
+            .extra_toml(&format!(
+                "{FAST_RETRY}[containerd]\nrestart_when_not_ready = true\nrestart_after = \"3s\"\n"
+            ))
+    });
+    let _a = artifacts::Guard::new("containerd_gone_at_kubeadm", &node, Some(&cp));
+    must((|| {
+        boot(&node)?;
+        let line = wait_failure(&node, "containerd-not-ready", Duration::from_secs(60))?;
+        ensure!(
+            line.contains("[ERROR CRI]") && line.contains("retrying"),
+            "the failure does not name kubeadm's CRI check and the retry: {line}"
+        );
+        let pid = main_pid(&node)?;
+        wait_joined(&node, JOIN_TIMEOUT)?;
+        check_joined(&node, &cp)?;
+        ensure!(main_pid(&node)? == pid, "the agent restarted to get there");
+        let classes: Vec<String> = failure_lines(&node)?.into_iter().map(|(c, _)| c).collect();
+        ensure!(
+            !classes.iter().any(|c| c == "preflight-failed"),
+            "a runtime restart was called a preflight failure: {classes:?}"
+        );
+        Ok(())
+    })());
+}
+
 #[test]
 fn a_lingering_ready_node_is_waited_out() {
     let (node, cp) = prepare("lingering_node", |i| i);
