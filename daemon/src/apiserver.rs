@@ -26,6 +26,17 @@ pub struct ApiError {
     pub status: Option<u16>,
 }
 
+impl ApiError {
+    /// An answer a starting, restarting or overloaded API server gives: no answer at
+    /// all, 429 (the client's own retries spent) or a 5xx. Worth asking again later.
+    pub fn is_transient(&self) -> bool {
+        match self.status {
+            None => true,
+            Some(status) => status == 429 || status >= 500,
+        }
+    }
+}
+
 /// An authenticated client for one API server.
 pub struct ApiClient {
     base: String,
@@ -455,6 +466,21 @@ fn build(config: rustls::ClientConfig) -> Result<reqwest::Client, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn busy_answers_are_transient_refusals_are_not() {
+        let err = |status| super::ApiError {
+            what: "reading Node n".into(),
+            detail: "x".into(),
+            status,
+        };
+        assert!(err(None).is_transient());
+        assert!(err(Some(429)).is_transient());
+        assert!(err(Some(503)).is_transient());
+        assert!(err(Some(500)).is_transient());
+        assert!(!err(Some(403)).is_transient());
+        assert!(!err(Some(401)).is_transient());
+    }
+
     use super::*;
 
     #[test]

@@ -29,6 +29,7 @@ impl Agent {
         let name = &s.join.node_name;
         let started = Instant::now();
         let mut reported = false;
+        let mut busy_reported = false;
         // Looks every 5 s (a reset machine's Node turns NotReady within about 40 s); a
         // new node name or token dropped in ends the wait at once.
         self.wait_until(Pace::doubling(RECHECK, RECHECK), &[], async || {
@@ -86,6 +87,22 @@ impl Agent {
                     }
                     Look::Again
                 }
+                // A busy or restarting API server: running kubeadm now would only add
+                // its own retries to the load, so look again (after Retry-After, which
+                // the client honoured already) until the conflict wait is over.
+                Err(e) if e.is_transient() && started.elapsed() < s.join.node_conflict_wait => {
+                    if !busy_reported {
+                        warn!(
+                            phase = PHASE,
+                            "cannot check for an existing Node \"{name}\" yet ({e}); looking again for up to {}",
+                            humantime::format_duration(s.join.node_conflict_wait)
+                        );
+                        busy_reported = true;
+                    }
+                    Look::AgainAfter(RECHECK)
+                }
+                // Not allowed (an older cluster's bootstrap RBAC) or still failing after
+                // the wait: kubeadm makes the same check itself.
                 Err(e) => {
                     warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
                     Look::Done(Ok(()))

@@ -5,8 +5,9 @@
 //! each failed attempt (reason JoinAttemptFailed) and one for the join (Joined), so
 //! `kubectl get events --field-selector involvedObject.kind=Node,involvedObject.name=N`
 //! tells the node's story. Attempts that failed before the node had credentials wait in
-//! the state file. If the API refuses (RBAC, an old server), the agent says so once and
-//! carries on: the record is a courtesy, never a reason to fail a joined node.
+//! the state file. A busy or restarting API server gets asked again (serve.rs keeps the
+//! time); if it refuses (RBAC, an old server), the agent says so once and carries on:
+//! the record is a courtesy, never a reason to fail a joined node.
 
 use super::{Agent, Joined};
 use crate::apiserver::{ApiClient, ApiError};
@@ -21,10 +22,19 @@ const EVENT_NAMESPACE: &str = "default";
 /// Events keep messages short; the state file and the journal have the whole text.
 const MAX_MESSAGE: usize = 1024;
 
+/// Whether the record is as complete as it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recorded {
+    /// Posted, or refused for good (said once).
+    Done,
+    /// The API server was busy or away: ask again later.
+    Later,
+}
+
 impl Agent {
     /// Posts what is not posted yet: the failed attempts' Events, then the annotations
     /// and the Joined Event (once per join).
-    pub(super) async fn record_join(&self, joined: &Joined) {
+    pub(super) async fn record_join(&self, joined: &Joined) -> Recorded {
         let (pending, needs_join_record) = {
             let state = self.state.lock().expect("state lock");
             let pending: Vec<AttemptRecord> = state
@@ -36,7 +46,7 @@ impl Agent {
             (pending, !state.join_recorded)
         };
         if pending.is_empty() && !needs_join_record {
-            return;
+            return Recorded::Done;
         }
         let s = &self.settings;
         let client = match ApiClient::with_client_cert(
@@ -48,24 +58,22 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 warn!("cannot record the join on the Node: {e}");
-                return;
+                return Recorded::Done;
             }
         };
         let node = &s.join.node_name;
         for attempt in &pending {
             if let Err(e) = post_attempt(&client, node, attempt).await {
-                refused(&e);
-                return;
+                return not_posted(&e);
             }
             self.mark_posted(attempt);
         }
         if !needs_join_record {
-            return;
+            return Recorded::Done;
         }
         let summary = summary(&self.state.lock().expect("state lock"));
         if let Err(e) = post_join(&client, node, &summary).await {
-            refused(&e);
-            return;
+            return not_posted(&e);
         }
         let mut state = self.state.lock().expect("state lock");
         state.join_recorded = true;
@@ -73,6 +81,7 @@ impl Agent {
             warn!("cannot save state: {e}");
         }
         info!("join recorded on Node \"{node}\": {}", summary.message);
+        Recorded::Done
     }
 
     fn mark_posted(&self, attempt: &AttemptRecord) {
@@ -190,11 +199,18 @@ pub async fn post_join(
     client.create_event(EVENT_NAMESPACE, &joined).await
 }
 
-/// Said once: the record is a courtesy, never a reason to fail a joined node.
-fn refused(e: &ApiError) {
-    warn!(
-        "the API server refused the join record ({e}); the node is joined, its story stays in the journal and `kube-join-agent diagnose`"
-    );
+/// A busy API server is asked again later; a refusal is said once: the record is a
+/// courtesy, never a reason to fail a joined node.
+fn not_posted(e: &ApiError) -> Recorded {
+    if e.is_transient() {
+        info!("the API server did not take the join record yet ({e}); trying again later");
+        Recorded::Later
+    } else {
+        warn!(
+            "the API server refused the join record ({e}); the node is joined, its story stays in the journal and `kube-join-agent diagnose`"
+        );
+        Recorded::Done
+    }
 }
 
 /// An Event about the Node `node`.

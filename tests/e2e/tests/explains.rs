@@ -429,3 +429,42 @@ fn a_join_that_needed_two_attempts_is_recorded_and_measured() {
         Ok(())
     })());
 }
+
+/// The API server does not take Events for a while after the join: the record is
+/// asked again later (not given up), and lands once the server takes it.
+#[test]
+fn a_join_record_the_api_server_was_too_busy_for_is_posted_later() {
+    let (node, cp) = prepare("record_later", |i| i);
+    let _a = artifacts::Guard::new("record_later", &node, Some(&cp));
+    must((|| {
+        cp.set_knobs(json!({"events_unavailable_for_secs": 25}))?;
+        boot(&node)?;
+        wait_joined(&node, JOIN_TIMEOUT)?;
+        check_joined(&node, &cp)?;
+        journal_says(
+            &node,
+            "the API server did not take the join record yet",
+            Duration::from_secs(60),
+        )?;
+        let name = node.name().to_string();
+        kja_e2e::wait::until_ok(
+            "the Joined Event once the server takes Events again",
+            Duration::from_secs(120),
+            POLL,
+            || {
+                let joined = cp.events("default").into_iter().any(|e| {
+                    e["reason"] == "Joined" && e["involvedObject"]["name"] == name.as_str()
+                });
+                ensure!(joined, "no Joined Event yet");
+                Ok(())
+            },
+        )?;
+        journal_says(&node, "join recorded on Node", Duration::from_secs(10))?;
+        let j = node.journal(Some(AGENT_UNIT))?;
+        ensure!(
+            !j.contains("refused the join record"),
+            "a busy server was taken for a refusal:\n{j}"
+        );
+        Ok(())
+    })());
+}

@@ -165,6 +165,11 @@ pub struct Knobs {
     /// instead of 429, also with `Retry-After` (a busy server or load balancer in front).
     #[serde(default)]
     pub busy_503_fraction: Option<f64>,
+    /// Event writes (`POST .../events`) answered 503 for this many seconds from when
+    /// the knob is first seen (an aggregated or overloaded events path), as a busy
+    /// server answers: everything else is served.
+    #[serde(default)]
+    pub events_unavailable_for_secs: Option<f64>,
 }
 
 /// Default `retry_after_secs`: what kube-apiserver's max-inflight filter sends.
@@ -318,6 +323,7 @@ pub struct KnobSource {
     tls_hold_first_seen: Option<SystemTime>,
     /// The same for `readyz_failing_for_secs`.
     readyz_first_seen: Option<SystemTime>,
+    events_first_seen: Option<SystemTime>,
 }
 
 /// A window of N seconds from the knob's first sighting: a new value moves the end, not
@@ -353,6 +359,8 @@ pub struct Snapshot {
     pub tls_hold_until: Option<SystemTime>,
     /// End of the `readyz_failing_for_secs` window.
     pub readyz_failing_until: Option<SystemTime>,
+    /// End of the `events_unavailable_for_secs` window.
+    pub events_unavailable_until: Option<SystemTime>,
 }
 
 impl Snapshot {
@@ -395,6 +403,7 @@ impl KnobSource {
             token_first_seen: HashMap::new(),
             tls_hold_first_seen: None,
             readyz_first_seen: None,
+            events_first_seen: None,
         }
     }
 
@@ -436,6 +445,11 @@ impl KnobSource {
         );
         let readyz_failing_until =
             window(&mut self.readyz_first_seen, k.readyz_failing_for_secs, now);
+        let events_unavailable_until = window(
+            &mut self.events_first_seen,
+            k.events_unavailable_for_secs,
+            now,
+        );
         let delayed: Vec<(&str, f64)> = self
             .last_good
             .tokens
@@ -458,6 +472,7 @@ impl KnobSource {
             unsigned_tokens,
             tls_hold_until,
             readyz_failing_until,
+            events_unavailable_until,
         }
     }
 

@@ -396,7 +396,13 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    let reply = if knobs.unavailable_at(now) {
+    let events_unavailable = snap
+        .events_unavailable_until
+        .is_some_and(|until| now < until)
+        && method == "POST"
+        && path.starts_with("/api/v1/namespaces/")
+        && path.ends_with("/events");
+    let reply = if knobs.unavailable_at(now) || events_unavailable {
         status(
             503,
             "ServiceUnavailable",
