@@ -14,6 +14,12 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "licenses and banned crates (cargo deny; deny.toml)"
+# Advisories are not checked here: their database is fetched from GitHub, which these
+# machines cannot reach. `cargo deny check advisories` where it can.
+tools=$(packaging/install-tools.sh)
+PATH="$tools:$PATH" cargo deny --locked check licenses bans
+
 step "build (agent and fakes for the test nodes)"
 cargo build --workspace --locked --bins
 

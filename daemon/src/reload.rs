@@ -70,6 +70,10 @@ impl<'a> ConfigWatch<'a> {
                             failure = "config-invalid",
                             "the changed configuration is not valid, still using the one loaded before: {text}"
                         );
+                        // `systemctl status` shows what holds the wait up now.
+                        crate::telemetry::notify_status(&format!(
+                            "waiting with the configuration loaded before; the changed one is not valid: {text}"
+                        ));
                         self.last_error = text;
                     }
                 }

@@ -32,12 +32,32 @@ impl FakeControlPlane {
     /// Starts `fake-apiserver --listen 127.0.0.1:6443 --state-dir DIR` in `netns`, with
     /// [`default_knobs`] written first, and waits (30 s) for `DIR/ready`. `DIR` is emptied.
     pub fn start(netns: &Arc<Netns>, state_dir: impl Into<PathBuf>) -> Result<Self> {
-        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", true)
+        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", true, json!({}))
+    }
+
+    /// [`FakeControlPlane::start`] with `knobs` (over [`default_knobs`]) in place before
+    /// the server reads them: no request ever sees the defaults.
+    pub fn start_with(
+        netns: &Arc<Netns>,
+        state_dir: impl Into<PathBuf>,
+        knobs: Value,
+    ) -> Result<Self> {
+        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", true, knobs)
     }
 
     /// Starts it again on an existing `DIR`: same CA (so the same pin), same Nodes.
     pub fn restart(netns: &Arc<Netns>, state_dir: impl Into<PathBuf>) -> Result<Self> {
-        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", false)
+        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", false, json!({}))
+    }
+
+    /// [`FakeControlPlane::restart`] with `knobs` in place before the server reads them
+    /// (a restart otherwise starts from the defaults: a deleted token would be back).
+    pub fn restart_with(
+        netns: &Arc<Netns>,
+        state_dir: impl Into<PathBuf>,
+        knobs: Value,
+    ) -> Result<Self> {
+        Self::launch(netns, state_dir.into(), "127.0.0.1:6443", false, knobs)
     }
 
     /// A fresh one listening on `listen` (a second server, or something squatting a port).
@@ -46,10 +66,16 @@ impl FakeControlPlane {
         state_dir: impl Into<PathBuf>,
         listen: &str,
     ) -> Result<Self> {
-        Self::launch(netns, state_dir.into(), listen, true)
+        Self::launch(netns, state_dir.into(), listen, true, json!({}))
     }
 
-    fn launch(netns: &Arc<Netns>, dir: PathBuf, listen: &str, fresh: bool) -> Result<Self> {
+    fn launch(
+        netns: &Arc<Netns>,
+        dir: PathBuf,
+        listen: &str,
+        fresh: bool,
+        knobs: Value,
+    ) -> Result<Self> {
         let dir = if dir.is_absolute() {
             dir
         } else {
@@ -72,7 +98,7 @@ impl FakeControlPlane {
             knobs: Mutex::new(Value::Null),
             _netns: netns.clone(),
         };
-        cp.set_knobs(json!({}))?;
+        cp.set_knobs(knobs)?;
         let mut cmd = netns.command(&bin)?;
         cmd.arg("--listen")
             .arg(listen)
