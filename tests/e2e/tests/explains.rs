@@ -118,6 +118,10 @@ fn check_passes_on_a_fresh_node_and_names_each_problem() {
         )?;
         let (code, doc) = check(&node)?;
         ensure!(code == 1, "{doc}");
+        eprintln!(
+            "---- kube-join-agent check (expired token) ----\n{}",
+            node.exec(&["kube-join-agent", "check"])?.stdout
+        );
         row(
             &doc,
             "discovery",
@@ -229,6 +233,12 @@ fn diagnose_and_status_name_a_failed_join() {
             .ok_or_else(|| anyhow!("no kubelet unit in {:#}", d["units"]))?;
         ensure!(kubelet["unit_file_state"] == "masked-runtime", "{kubelet}");
         let text = node.exec_ok(&["kube-join-agent", "diagnose"])?;
+        // Shown with --nocapture: the README's example is this output.
+        eprintln!("---- kube-join-agent diagnose ----\n{text}");
+        eprintln!(
+            "---- kube-join-agent status ----\n{}",
+            node.exec(&["kube-join-agent", "status"])?.stdout
+        );
         ensure!(
             text.contains("ca-pin-mismatch") && !text.contains(DEFAULT_TOKEN_SECRET),
             "{text}"
@@ -298,8 +308,12 @@ fn a_join_that_needed_two_attempts_is_recorded_and_measured() {
         let name = node.name().to_string();
 
         // status
-        let s: Value =
-            serde_json::from_str(&node.exec_ok(&["kube-join-agent", "status", "--json"])?)?;
+        let status_json = node.exec_ok(&["kube-join-agent", "status", "--json"])?;
+        eprintln!(
+            "---- kube-join-agent status ----\n{}\n---- status --json ----\n{status_json}",
+            node.exec_ok(&["kube-join-agent", "status"])?
+        );
+        let s: Value = serde_json::from_str(&status_json)?;
         ensure!(
             s["joined"] == true
                 && s["phase"] == "serve"
@@ -331,6 +345,7 @@ fn a_join_that_needed_two_attempts_is_recorded_and_measured() {
                 && annotations["kube-join-agent.io/joined-at"].is_string(),
             "{annotations:#}"
         );
+        eprintln!("---- the Node's annotations ----\n{annotations:#}");
         let events = cp.events("default");
         let about_node: Vec<&Value> = events
             .iter()
@@ -359,6 +374,7 @@ fn a_join_that_needed_two_attempts_is_recorded_and_measured() {
 
         // Metrics: what happened, counted.
         let text = body(&scrape(&node, "/metrics")?, 200)?;
+        eprintln!("---- /metrics ----\n{text}");
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
             .context("the metrics do not parse as the Prometheus text format")?;
         let get = |name: &str, labels: &[(&str, &str)]| {

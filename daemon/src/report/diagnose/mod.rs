@@ -156,14 +156,19 @@ async fn versions(
         Ok(k) => v.kubelet = k.to_string(),
         Err(e) => notes.push(format!("kubelet version: {e}")),
     }
-    if let (Some(s), Some(ca)) = (s, ca) {
-        match ApiClient::anonymous(&s.join.api_server, ca) {
+    match (s, ca) {
+        (Some(s), Some(ca)) => match ApiClient::anonymous(&s.join.api_server, ca) {
             Ok(client) => match client.server_version().await {
                 Ok(a) => v.api_server = a,
                 Err(e) => notes.push(e.to_string()),
             },
             Err(e) => notes.push(e.to_string()),
-        }
+        },
+        // Asking without a verified CA would trust whoever answers.
+        (Some(_), None) => notes.push(
+            "API server version: not asked, the cluster CA is not on this node yet".to_string(),
+        ),
+        (None, _) => {}
     }
     v
 }

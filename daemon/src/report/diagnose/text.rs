@@ -37,7 +37,10 @@ pub fn text(d: &Diagnosis) -> String {
     }
     out += &format!(
         "\n== versions\nagent {}, kubeadm {}, kubelet {}, API server {}\n",
-        d.versions.agent, d.versions.kubeadm, d.versions.kubelet, d.versions.api_server
+        d.versions.agent,
+        or_unknown(&d.versions.kubeadm),
+        or_unknown(&d.versions.kubelet),
+        or_unknown(&d.versions.api_server)
     );
     out += "\n== kubelet files\n";
     for f in &d.kubelet_files {
@@ -88,4 +91,13 @@ pub fn text(d: &Diagnosis) -> String {
         }
     }
     out
+}
+
+/// A version not learned (the reason is in the notes): said, not left blank.
+fn or_unknown(v: &str) -> &str {
+    if v.is_empty() {
+        "unknown (see notes)"
+    } else {
+        v
+    }
 }
