@@ -52,6 +52,12 @@ cargo test -p kja-e2e --locked --no-fail-fast "${e2e_targets[@]}" -- --test-thre
   || failed+=("end-to-end scenarios")
 cargo test -p kja-e2e --locked --doc || failed+=("doc tests")
 
+step "chaos soak: joins under random faults at random moments (tests/e2e/src/soak/)"
+# A fixed seed (the same faults every run) and a random one, printed for --replay.
+cargo run -q -p kja-e2e --locked --bin soak -- --runs 6 --seed 20261201 --parallel 2 \
+  || failed+=("soak (seed 20261201)")
+cargo run -q -p kja-e2e --locked --bin soak -- --runs 4 --parallel 2 || failed+=("soak (random seed)")
+
 step "real tier: the agent's .deb against kubeadm, kubelet and a control plane v1.20.2"
 # Each scenario runs its own control plane and node; KJA_REAL_PARALLEL of them at once
 # (tests/real/README.md has the measurements).
