@@ -484,3 +484,45 @@ fn a_join_record_the_api_server_was_too_busy_for_is_posted_later() {
         Ok(())
     })());
 }
+
+/// The serve phase watches the kubelet's client certificate: a short-lived one (the
+/// signer's duration set to 45 s) is warned about when the warning threshold comes due
+/// and reported when it expires, in the journal and in `status`, with the recovery.
+#[test]
+fn a_client_certificate_that_expires_is_reported() {
+    let (node, cp) = prepare("certificate_expires", |i| {
+        i.extra_toml("[kubelet]\ncertificate_warning = \"35s\"\n")
+    });
+    let _a = artifacts::Guard::new("certificate_expires", &node, Some(&cp));
+    must((|| {
+        cp.set_knobs(json!({"client_cert_lifetime_secs": 45}))?;
+        boot(&node)?;
+        wait_joined(&node, JOIN_TIMEOUT)?;
+        // Valid for 45 s, warned about 35 s before the end: about 10 s after signing.
+        journal_says(&node, "has not been rotated", Duration::from_secs(60))?;
+        let s: Value =
+            serde_json::from_str(&node.exec_ok(&["kube-join-agent", "status", "--json"])?)?;
+        let problems = s["problems"].to_string();
+        ensure!(
+            problems.contains("has not been rotated") && problems.contains("rotateCertificates"),
+            "status does not name the expiring certificate: {s:#}"
+        );
+        journal_says(
+            &node,
+            "the kubelet's credentials are no longer valid",
+            Duration::from_secs(90),
+        )?;
+        let j = node.journal(Some(AGENT_UNIT))?;
+        ensure!(
+            j.contains("restart kube-join-agent to rejoin"),
+            "the expiry line does not say how to recover:\n{j}"
+        );
+        let s: Value =
+            serde_json::from_str(&node.exec_ok(&["kube-join-agent", "status", "--json"])?)?;
+        ensure!(
+            s["problems"].to_string().contains("no longer valid"),
+            "status after the expiry: {s:#}"
+        );
+        Ok(())
+    })());
+}

@@ -14,9 +14,14 @@ const FOR_GOOD_S: f64 = 365.0 * 24.0 * 3600.0;
 impl Run {
     /// kubeadm processes in the node, oldest first: (PID, start time in ticks, args).
     pub fn kubeadm_processes(&self) -> Result<Vec<(u32, String, String)>> {
-        let out = self
-            .node
-            .exec(&["ps", "-C", "kubeadm", "--sort=start_time", "-o", "pid=,args="])?;
+        let out = self.node.exec(&[
+            "ps",
+            "-C",
+            "kubeadm",
+            "--sort=start_time",
+            "-o",
+            "pid=,args=",
+        ])?;
         let mut found = Vec::new();
         for line in out.stdout.lines() {
             let line = line.trim();
@@ -184,8 +189,11 @@ impl Run {
                 }
             }
             Kind::InvalidConfig { which } => {
-                self.node
-                    .write_file(INVALID_FRAGMENT, INVALID_CONFIGS[which].1.as_bytes(), 0o644)?;
+                self.node.write_file(
+                    INVALID_FRAGMENT,
+                    INVALID_CONFIGS[which].1.as_bytes(),
+                    0o644,
+                )?;
                 Ok(String::new())
             }
         })

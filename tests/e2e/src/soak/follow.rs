@@ -52,13 +52,15 @@ fn field(e: &Value, name: &str) -> Option<String> {
     match e.get(name)? {
         Value::String(s) => Some(s.clone()),
         // journalctl writes fields that are not UTF-8 as arrays of bytes.
-        Value::Array(bytes) => Some(String::from_utf8_lossy(
-            &bytes
-                .iter()
-                .filter_map(|b| b.as_u64().map(|b| b as u8))
-                .collect::<Vec<u8>>(),
-        )
-        .into_owned()),
+        Value::Array(bytes) => Some(
+            String::from_utf8_lossy(
+                &bytes
+                    .iter()
+                    .filter_map(|b| b.as_u64().map(|b| b as u8))
+                    .collect::<Vec<u8>>(),
+            )
+            .into_owned(),
+        ),
         _ => None,
     }
 }
@@ -111,7 +113,17 @@ impl Follower {
             .arg("-a")
             .arg("--")
             .args(["env", "-i", &format!("PATH={NODE_PATH}")])
-            .args(["journalctl", "-f", "-b", "-n", "all", "-o", "json", "-u", AGENT_UNIT])
+            .args([
+                "journalctl",
+                "-f",
+                "-b",
+                "-n",
+                "all",
+                "-o",
+                "json",
+                "-u",
+                AGENT_UNIT,
+            ])
             .arg("--output-fields=MESSAGE,PHASE,FAILURE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -185,7 +197,8 @@ mod tests {
         let line = r#"{"__REALTIME_TIMESTAMP":"1700000000000000","MESSAGE":"phase join: running kubeadm join","PHASE":"join"}"#;
         let e = parse(line, 1).unwrap();
         assert_eq!(e.phase.as_deref(), Some("join"));
-        let context = r#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":"phase join: x","PHASE":"preflight"}"#;
+        let context =
+            r#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":"phase join: x","PHASE":"preflight"}"#;
         assert_eq!(parse(context, 1).unwrap().phase, None);
         let failed = r#"{"__REALTIME_TIMESTAMP":"2","MESSAGE":"attempt 1 failed: kubeadm ...","FAILURE":"hang","PHASE":"join"}"#;
         let e = parse(failed, 2).unwrap();

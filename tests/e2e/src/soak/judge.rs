@@ -153,7 +153,9 @@ impl Run {
                 } else if *exit != expected_exit {
                     add(
                         "outcome",
-                        format!("the agent stopped with FAILURE={class} but exit {exit}, not {expected_exit}"),
+                        format!(
+                            "the agent stopped with FAILURE={class} but exit {exit}, not {expected_exit}"
+                        ),
                     );
                 }
             }
@@ -251,7 +253,11 @@ impl Run {
             else {
                 continue;
             };
-            let signal = rest.split("status=").nth(1).unwrap_or("").trim_end_matches('.');
+            let signal = rest
+                .split("status=")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('.');
             let allowed = if signal.ends_with("/KILL") {
                 let slot = boot.min(kills_seen.len() - 1);
                 kills_seen[slot] += 1;
@@ -406,7 +412,10 @@ impl Run {
         .map_err(|e| format!("the client certificate has expired or cannot be read: {e}"))?;
         let cn = format!("CN = system:node:{}", self.node.name());
         if !subject.contains(&cn) || !subject.contains("O = system:nodes") {
-            return Err(format!("the client certificate's subject is {}", subject.trim()));
+            return Err(format!(
+                "the client certificate's subject is {}",
+                subject.trim()
+            ));
         }
         let from_cert = openssl(&[
             &os("x509"),

@@ -216,7 +216,10 @@ fn summarize(opts: &cli::Options, reports: &[Report], took: Duration) -> bool {
                 .or_default() += 1;
         }
     }
-    let violations: Vec<&Report> = reports.iter().filter(|r| !r.violations.is_empty()).collect();
+    let violations: Vec<&Report> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
     let errors: Vec<&Report> = reports.iter().filter(|r| r.outcome.is_err()).collect();
     println!(
         "\nsoak summary: seed {}, {} run(s) in {:.1} min ({} at a time)",
@@ -230,7 +233,11 @@ fn summarize(opts: &cli::Options, reports: &[Report], took: Duration) -> bool {
         println!("  {:>4}  {label}  (runs {runs:?})", runs.len());
     }
     late.sort_unstable();
-    let at = |q: f64| late.get(((late.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    let at = |q: f64| {
+        late.get(((late.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "faults: {applied} applied of {drawn} drawn, {} ms after their moment (median; 90th percentile {} ms, max {} ms); where they landed (the agent's phase):",
         at(0.5),

@@ -209,7 +209,9 @@ impl Kind {
             Kind::DeleteToken {
                 new_after_s: Some(t),
             } => t + 30,
-            Kind::StopContainerd { start_after_s: None }
+            Kind::StopContainerd {
+                start_after_s: None,
+            }
             | Kind::ApiServerDown {
                 back_after_s: None, ..
             } => exhaust,
@@ -458,7 +460,11 @@ impl Plan {
             if kinds.len() < 3 {
                 kinds.push(holder);
             } else {
-                let other = if at == kinds.len() - 1 { 0 } else { kinds.len() - 1 };
+                let other = if at == kinds.len() - 1 {
+                    0
+                } else {
+                    kinds.len() - 1
+                };
                 kinds[other] = holder;
             }
         }
@@ -476,7 +482,8 @@ impl Plan {
             .any(|f| matches!(f.kind, Kind::InvalidConfig { .. }))
             && let Some(holder) = faults.iter_mut().find(|f| f.kind.holds_a_wait())
         {
-            holder.moment.anchor = rng.pick(&[Anchor::Phase("preflight"), Anchor::Phase("discovery")]);
+            holder.moment.anchor =
+                rng.pick(&[Anchor::Phase("preflight"), Anchor::Phase("discovery")]);
             holder.moment.offset_ms = rng.range(0, 300);
         }
         faults.sort_by_key(|f| f.moment.anchor.rank());
@@ -534,7 +541,9 @@ mod tests {
     #[test]
     fn a_plan_depends_on_the_seed_and_the_run_only() {
         assert_eq!(Plan::draw(7, 3), Plan::draw(7, 3));
-        let differ = (0..20).filter(|r| Plan::draw(7, *r) != Plan::draw(8, *r)).count();
+        let differ = (0..20)
+            .filter(|r| Plan::draw(7, *r) != Plan::draw(8, *r))
+            .count();
         assert!(differ > 15);
     }
 
@@ -558,7 +567,10 @@ mod tests {
                     );
                 }
                 if f.kind.once_per_run() {
-                    let same = plan.faults.iter().filter(|g| g.kind.name() == f.kind.name());
+                    let same = plan
+                        .faults
+                        .iter()
+                        .filter(|g| g.kind.name() == f.kind.name());
                     assert_eq!(same.count(), 1, "{plan}");
                 }
             }

@@ -397,13 +397,9 @@ impl Run {
 
     /// A `DeleteToken` fault was applied and no new token follows.
     pub fn token_left_deleted(&self) -> bool {
-        self.applied.iter().any(|a| {
-            a.applied()
-                && matches!(
-                    a.fault.kind,
-                    Kind::DeleteToken { new_after_s: None }
-                )
-        })
+        self.applied
+            .iter()
+            .any(|a| a.applied() && matches!(a.fault.kind, Kind::DeleteToken { new_after_s: None }))
     }
 
     /// An invalid fragment was left in config.d and the agent said so (FAILURE=
@@ -462,7 +458,10 @@ impl Run {
             )));
         }
         if last_phase.as_deref() == Some("serve") {
-            let state = self.node.read_to_string(AGENT_STATE_PATH).unwrap_or_default();
+            let state = self
+                .node
+                .read_to_string(AGENT_STATE_PATH)
+                .unwrap_or_default();
             let state_ok = match serde_json::from_str::<Value>(&state) {
                 Ok(s) => s["joined"] == Value::Bool(true) && s["phase"] == "serve",
                 // Truncated by the soak after the agent last wrote it.

@@ -170,6 +170,10 @@ pub struct Knobs {
     /// server answers: everything else is served.
     #[serde(default)]
     pub events_unavailable_for_secs: Option<f64>,
+    /// How long the kubelet client certificates it signs are valid, in seconds
+    /// (kube-controller-manager's `--cluster-signing-duration`; default one year).
+    #[serde(default)]
+    pub client_cert_lifetime_secs: Option<u64>,
 }
 
 /// Default `retry_after_secs`: what kube-apiserver's max-inflight filter sends.

@@ -21,7 +21,7 @@ use crate::fsroot::write_atomic;
 
 /// How long signed kubelet client certificates live (kube-controller-manager's default
 /// `--cluster-signing-duration` of 8760h).
-const CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The CSR signer backdates certificates by 5 minutes to tolerate clock skew.
 const BACKDATE: Duration = Duration::from_secs(300);
 
@@ -171,12 +171,14 @@ impl Pki {
     }
 
     /// Signs a (signature-verified) CSR as a kubelet client certificate: subject from the
-    /// CSR, 1 year, EKU clientAuth, KeyUsage digitalSignature+keyEncipherment. PEM out.
-    pub fn sign_client(&self, csr_pem: &str) -> Result<String> {
+    /// CSR, valid for `lifetime` (kube-controller-manager's --cluster-signing-duration,
+    /// 1 year by default), EKU clientAuth, KeyUsage digitalSignature+keyEncipherment.
+    /// PEM out.
+    pub fn sign_client(&self, csr_pem: &str, lifetime: Duration) -> Result<String> {
         let mut req = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| anyhow!("parsing the certificate request: {e}"))?;
         let subject = req.params.distinguished_name.clone();
-        let mut p = leaf_params("", &[], CLIENT_CERT_LIFETIME)?;
+        let mut p = leaf_params("", &[], lifetime)?;
         p.distinguished_name = subject;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         req.params = p;
@@ -208,7 +210,7 @@ mod tests {
         let mut p = CertificateParams::default();
         p.distinguished_name = dn("system:node:n1", &["system:nodes"]);
         let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-        let pem = b.sign_client(&csr).unwrap();
+        let pem = b.sign_client(&csr, CLIENT_CERT_LIFETIME).unwrap();
         let der = crate::pin::certs_from_pem(pem.as_bytes())
             .unwrap()
             .remove(0);

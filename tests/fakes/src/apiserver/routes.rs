@@ -709,7 +709,11 @@ fn approve_and_sign(c: &Call<'_>, csr: &mut Value, reason: &str, message: &str) 
         .as_str()
         .and_then(|r| STANDARD.decode(r).ok())
         .unwrap_or_default();
-    match c.state.pki.sign_client(&String::from_utf8_lossy(&pem)) {
+    let lifetime = c.knobs.client_cert_lifetime_secs.map_or(
+        super::pki::CLIENT_CERT_LIFETIME,
+        std::time::Duration::from_secs,
+    );
+    match c.state.pki.sign_client(&String::from_utf8_lossy(&pem), lifetime) {
         Ok(cert) => csr["status"]["certificate"] = json!(STANDARD.encode(cert)),
         Err(e) => conditions.push(json!({"type": "Failed", "status": "True", "reason": "SignerValidationFailure",
                                           "message": format!("{e:#}"), "lastUpdateTime": now, "lastTransitionTime": now})),
