@@ -399,11 +399,16 @@ fn real_agent_api_server_down_at_start_then_up() {
             "the journal does not say it waited for the API server to accept connections"
         );
         // Preflight finds the port open within 2 s; discovery's request then waits in the
-        // TLS handshake until the server serves, and meets its first answers (403 to
-        // anonymous until its RBAC policy is in place).
-        ensure!(
-            waits.iter().any(|w| w.contains("waiting: API server")),
-            "the journal shows no wait for the starting API server's answers"
+        // TLS handshake until the server serves. Whether it meets the warm-up's 403 (to
+        // anonymous until the RBAC policy is in place) depends on where that request
+        // lands in the server's start: seen in most runs here, not in all (on a loaded
+        // machine the handshake can last until the policy is there). Either way no
+        // failure may be declared; the fake tier's a_warming_api_server_is_waited_out
+        // makes the 403 happen every time.
+        let warm_up = waits.iter().any(|w| w.contains("waiting: API server"));
+        eprintln!(
+            "the starting API server's 403 was {}met",
+            if warm_up { "" } else { "not " }
         );
         no_failure_lines(&node)
     })());
