@@ -113,6 +113,9 @@ pub struct Install {
     pub agent_unit: Option<PathBuf>,
     /// Default config on the host; default [`paths::default_config`].
     pub default_config: Option<PathBuf>,
+    /// The systemd generator on the host; default this tree's. `Some(None)`: none (an
+    /// agent from before it existed).
+    pub generator: Option<Option<PathBuf>>,
     /// fake kubeadm and kubelet, kubelet.service (enabled) and kubeadm's drop-in.
     pub fakes: bool,
     /// containerd.service enabled at boot (it is in the cached root).
@@ -145,6 +148,7 @@ impl Install {
             agent_bin: None,
             agent_unit: None,
             default_config: None,
+            generator: None,
             fakes: true,
             containerd_enabled: true,
             kubeadm_env: None,
@@ -205,11 +209,16 @@ pub fn install(node: &Node, what: &Install) -> Result<()> {
         )?;
         node.copy_in(&unit, "/lib/systemd/system/kube-join-agent.service", 0o644)?;
         // As the packages install it: kubelet gated from the first moment of the boot.
-        node.copy_in(
-            &paths::workspace_root().join("systemd/kube-join-agent-generator"),
-            "/lib/systemd/system-generators/kube-join-agent-generator",
-            0o755,
-        )?;
+        let generator = what.generator.clone().unwrap_or_else(|| {
+            Some(paths::workspace_root().join("systemd/kube-join-agent-generator"))
+        });
+        if let Some(generator) = generator {
+            node.copy_in(
+                &generator,
+                "/lib/systemd/system-generators/kube-join-agent-generator",
+                0o755,
+            )?;
+        }
         node.symlink(
             "/lib/systemd/system/kube-join-agent.service",
             &format!("{WANTS}/{AGENT_UNIT}"),

@@ -48,10 +48,22 @@ impl BenchNode {
         }
         let pin = cp.pin()?;
         let what = match subject {
-            Subject::Agent(bin) => Install {
-                agent_bin: Some(bin.clone()),
-                ..Install::agent(&pin)
-            },
+            Subject::Agent(bin) => {
+                let mut what = Install {
+                    agent_bin: Some(bin.clone()),
+                    ..Install::agent(&pin)
+                };
+                // An agent runs with the configuration, unit and generator it was built
+                // with: an older one refuses newer defaults' keys, and never lifts a
+                // generator's mask it does not know.
+                if let Some(tree) = tree_of(bin) {
+                    what.default_config = Some(tree.join("config/config.toml"));
+                    what.agent_unit = Some(tree.join("systemd/kube-join-agent.service"));
+                    let generator = tree.join("systemd/kube-join-agent-generator");
+                    what.generator = Some(generator.is_file().then_some(generator));
+                }
+                what
+            }
             Subject::NoAgent => Install::fakes_only().file(
                 BY_HAND_CONFIG,
                 join_configuration(&kja_e2e::node_name(label), &pin, DEFAULT_TOKEN),
@@ -254,4 +266,14 @@ nodeRegistration:
   criSocket: unix:///run/containerd/containerd.sock
 "
     )
+}
+
+/// The source tree an agent binary was built in (`<tree>/target/release/kube-join-agent`).
+fn tree_of(bin: &std::path::Path) -> Option<std::path::PathBuf> {
+    bin.ancestors()
+        .find(|d| {
+            d.join("config/config.toml").is_file()
+                && d.join("systemd/kube-join-agent.service").is_file()
+        })
+        .map(std::path::Path::to_path_buf)
 }
