@@ -22,19 +22,22 @@ impl Agent {
         kubeadm_restart_failed: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), Failure> {
         let s = &self.settings;
-        // Watched from before kubeadm writes the files, so its reload is seen even if it
-        // ends before the gate is lifted.
-        let mut reloads = self
-            .systemd
-            .reloads_ending()
-            .await
-            .map_err(|e| Failure::Local {
-                detail: e.to_string(),
-            })?;
-        kubelet::wait_for_kubelet_files(&self.paths, &cluster.ca, deadline).await?;
-        // The gate must be lifted before kubeadm's own daemon-reload reads the unit files
-        // (tens of milliseconds after its last file): the phase line first, the state
-        // file (fsync) after.
+        let bus = |e: crate::systemd::SystemdError| Failure::Local {
+            detail: e.to_string(),
+        };
+        // Watched from before kubeadm writes the files, so its reload and its restart
+        // job are seen even if they come before the gate is lifted.
+        let mut reloads = self.systemd.reloads_ending().await.map_err(bus)?;
+        let mut jobs = self.systemd.job_results().await.map_err(bus)?;
+        // kubeadm runs `systemctl daemon-reload` tens of milliseconds after its last
+        // file: the gate is lifted on disk in the same moment the files are found valid,
+        // before the phase line and the state file (fsync).
+        let gate = self.gate();
+        let lifted =
+            kubelet::wait_for_kubelet_files_then(&self.paths, &cluster.ca, deadline, || {
+                gate.lift_files()
+            })
+            .await??;
         self.announce(
             Phase::Handoff,
             &format!(
@@ -42,9 +45,8 @@ impl Agent {
                 s.kubelet_unit
             ),
         );
-        let opened = self
-            .gate()
-            .open_after_kubeadm(&mut reloads, kubeadm_restart_failed)
+        let opened = gate
+            .open_after_kubeadm(lifted, &mut reloads, &mut jobs, kubeadm_restart_failed)
             .await;
         self.record_phase(Phase::Handoff);
         opened?;

@@ -102,9 +102,21 @@ pub async fn wait_for_kubelet_files(
     ca: &[CertificateDer<'static>],
     deadline: Instant,
 ) -> Result<(), Failure> {
+    wait_for_kubelet_files_then(paths, ca, deadline, || ()).await
+}
+
+/// [`wait_for_kubelet_files`], calling `then` the moment they pass, before anything
+/// else runs: kubeadm reloads systemd a few milliseconds after its last file, and
+/// what must be on disk by then (the lifted gate) is written here.
+pub async fn wait_for_kubelet_files_then<R>(
+    paths: &Paths,
+    ca: &[CertificateDer<'static>],
+    deadline: Instant,
+    mut then: impl FnMut() -> R,
+) -> Result<R, Failure> {
     let dirs = [paths.kubernetes_dir(), paths.kubelet_dir()];
     let result = watch::until(&dirs, deadline, || match check_kubelet_files(paths, ca) {
-        Ok(()) => Check::Ready(()),
+        Ok(()) => Check::Ready(then()),
         Err(reason) => Check::NotYet(reason),
     })
     .await

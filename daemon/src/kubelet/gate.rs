@@ -18,7 +18,7 @@
 
 use crate::failure::Failure;
 use crate::paths::Paths;
-use crate::systemd::{ReloadsEnding, Systemd};
+use crate::systemd::{JobResults, ReloadsEnding, Systemd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +31,13 @@ const DROP_IN: &str = "50-kube-join-agent-gate.conf";
 /// kubeadm 1.20 and 1.29). Past this without its reload or its restart, the agent
 /// starts kubelet itself.
 const FOLLOW_KUBEADM: Duration = Duration::from_secs(2);
+
+/// What lifting the gate on disk found.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifted {
+    /// The condition drop-in was in place (systemd holds it until a reload).
+    had_drop_in: bool,
+}
 
 /// How the gate holds kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +155,15 @@ impl<'a> Gate<'a> {
     /// and the drop-in's condition is met at once. Returns whether systemd must reload
     /// to see it (a loaded mask or drop-in).
     async fn lift_on_disk(&self) -> Result<bool, Failure> {
-        // The flag first: the drop-in's condition, and the generator's sign not to mask
-        // kubelet at the next daemon-reload.
+        let lifted = self.lift_files()?;
+        self.needs_reload(lifted).await
+    }
+
+    /// Lifts the gate on disk with file operations only, no D-Bus round trip: the flag
+    /// first (the drop-in's condition, and the generator's sign not to mask kubelet at
+    /// the next daemon-reload), then the drop-in or the runtime mask's symlink, which
+    /// is what `systemctl unmask --runtime` removes.
+    pub fn lift_files(&self) -> Result<Lifted, Failure> {
         std::fs::create_dir_all(self.paths.runtime_dir()).map_err(io_local)?;
         std::fs::write(self.allowed(), "").map_err(io_local)?;
         let drop_in = self.drop_in();
@@ -158,14 +172,17 @@ impl<'a> Gate<'a> {
             std::fs::remove_file(&drop_in).map_err(io_local)?;
         }
         if self.mask_on_disk() {
-            self.systemd
-                .unmask_runtime(self.unit)
-                .await
-                .map_err(local)?;
+            std::fs::remove_file(self.paths.run_systemd_system().join(self.unit))
+                .map_err(io_local)?;
         }
-        // Masked in memory: by the agent's runtime mask or by the generator at boot.
+        Ok(Lifted { had_drop_in })
+    }
+
+    /// Whether systemd must reload to see a gate lifted on disk: kubelet is masked in
+    /// memory (the agent's runtime mask, or the generator's at boot) or had the drop-in.
+    async fn needs_reload(&self, lifted: Lifted) -> Result<bool, Failure> {
         let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
-        Ok(info.load_state == "masked" || had_drop_in)
+        Ok(info.load_state == "masked" || lifted.had_drop_in)
     }
 
     /// Lifts the gate and starts kubelet, waiting for the job's result, then for the
@@ -177,7 +194,8 @@ impl<'a> Gate<'a> {
         self.start().await
     }
 
-    /// Lifts the gate while kubeadm is about to run its own `systemctl daemon-reload`
+    /// With the gate `lifted` on disk ([`Gate::lift_files`], the moment kubeadm's files
+    /// were valid), lets kubeadm's own `systemctl daemon-reload`
     /// and `systemctl restart kubelet` (kubelet-start, right after writing kubelet's
     /// files): its reload picks the lifted gate up, and its restart starts kubelet, so
     /// the handoff costs no reload of the agent's and kubelet starts once. When the
@@ -187,11 +205,12 @@ impl<'a> Gate<'a> {
     /// files, so a reload that ended before the gate was lifted is seen too.
     pub async fn open_after_kubeadm(
         &self,
+        lifted: Lifted,
         reloads: &mut ReloadsEnding,
+        jobs: &mut JobResults,
         mut kubeadm_restart_failed: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), Failure> {
-        let mut jobs = self.systemd.job_results().await.map_err(local)?;
-        if !self.lift_on_disk().await? {
+        if !self.needs_reload(lifted).await? {
             return self.start().await;
         }
         let waited = tokio::time::sleep(FOLLOW_KUBEADM);

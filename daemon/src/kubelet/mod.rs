@@ -7,6 +7,6 @@ pub mod tls;
 pub mod view;
 mod watch;
 
-pub use files::{check_kubelet_files, wait_for_kubelet_files};
+pub use files::{check_kubelet_files, wait_for_kubelet_files, wait_for_kubelet_files_then};
 pub use gate::{Gate, GateMethod};
 pub use tls::{KubeletCredentials, KubeletView, check_kubelet_conf, wait_for_tls_bootstrap};
