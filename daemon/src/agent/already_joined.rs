@@ -21,6 +21,7 @@ impl Agent {
             phase = Phase::AlreadyJoined.name(),
             "node is already joined ({}); not running kubeadm", joined.creds.summary.subject
         );
+        self.remove_bootstrap_leftover();
         self.ready();
         self.enter(
             Phase::Handoff,
@@ -28,6 +29,26 @@ impl Agent {
         );
         self.gate().open().await?;
         self.verify(joined).await
+    }
+
+    /// kubeadm removes bootstrap-kubelet.conf, which holds the bootstrap token, once the
+    /// kubelet has its certificate; a join interrupted after that moment (the agent or
+    /// the machine stopped before kubeadm returned) leaves it behind. A joined kubelet
+    /// never needs it again.
+    fn remove_bootstrap_leftover(&self) {
+        let leftover = self.paths.bootstrap_kubelet_conf();
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => info!(
+                phase = Phase::AlreadyJoined.name(),
+                "removed {}: kubeadm's bootstrap kubeconfig (it holds the bootstrap token) outlived an interrupted join",
+                leftover.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(
+                "cannot remove {} (it holds the bootstrap token): {e}",
+                leftover.display()
+            ),
+        }
     }
 
     /// A valid kubelet.conf for this cluster means the node is joined.

@@ -103,6 +103,23 @@ fn second_boot_is_harmless() {
             "no join in the invocation log:\n{first_log}"
         );
 
+        // A join interrupted after the kubelet got its certificate (the machine stopped
+        // before kubeadm returned) leaves kubeadm's bootstrap kubeconfig, with the
+        // token, behind: the next boot finds the node joined and removes it.
+        ensure!(
+            !node.exists("/etc/kubernetes/bootstrap-kubelet.conf")?,
+            "kubeadm left bootstrap-kubelet.conf after a completed join"
+        );
+        let bootstrap_conf = format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: tls-bootstrap-token-user\n  user:\n    token: {}\n",
+            kja_e2e::install::DEFAULT_TOKEN
+        );
+        node.write_file(
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+            bootstrap_conf.as_bytes(),
+            0o600,
+        )?;
+
         let t0 = Instant::now();
         node.reboot()?;
         let boot_state = node.wait_systemd()?;
@@ -134,6 +151,15 @@ fn second_boot_is_harmless() {
             !kubelet.contains("assuming standalone kubelet"),
             "kubelet in standalone mode on the second boot:\n{kubelet}"
         );
+        ensure!(
+            !node.exists("/etc/kubernetes/bootstrap-kubelet.conf")?,
+            "the bootstrap kubeconfig (with the token) outlived the second boot"
+        );
+        journal_says(
+            &node,
+            "removed /etc/kubernetes/bootstrap-kubelet.conf",
+            Duration::from_secs(5),
+        )?;
         check_secret_not_leaked(&node)
     })());
 }
