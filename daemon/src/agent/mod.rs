@@ -24,7 +24,7 @@ mod gate_kubelet;
 mod handoff;
 mod join;
 mod load_config;
-mod node_name;
+pub mod node_name;
 mod phase;
 mod policy;
 mod preflight;

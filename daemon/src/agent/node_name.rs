@@ -7,8 +7,10 @@
 use super::wait::{Look, Pace};
 use super::{Agent, Stop};
 use crate::apiserver::ApiClient;
+use crate::config::Settings;
 use crate::discovery::ClusterInfo;
 use crate::failure::Failure;
+use crate::paths::Paths;
 use crate::telemetry;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,14 +27,20 @@ const RECHECK: Duration = Duration::from_secs(5);
 impl Agent {
     /// Waits, before kubeadm runs, until no Ready Node holds this node's name.
     pub(super) async fn settle_node_name(&self, client: &ApiClient) -> Result<(), Stop> {
-        let (paths, s) = (&self.paths, &self.settings);
-        let name = &s.join.node_name;
-        let started = Instant::now();
-        let mut reported = false;
-        let mut busy_reported = false;
-        // Looks every 5 s (a reset machine's Node turns NotReady within about 40 s); a
-        // new node name or token dropped in ends the wait at once.
-        self.wait_until(Pace::doubling(RECHECK, RECHECK), &[], async || {
+        settle(&self.paths, &self.settings, client).await
+    }
+}
+
+/// The agent's Node-name check without the agent, for anything that runs it (the
+/// fleet simulation runs a thousand): waits until no Ready Node holds the name.
+pub async fn settle(paths: &Paths, s: &Settings, client: &ApiClient) -> Result<(), Stop> {
+    let name = &s.join.node_name;
+    let started = Instant::now();
+    let mut reported = false;
+    let mut busy_reported = false;
+    // Looks every 5 s (a reset machine's Node turns NotReady within about 40 s); a
+    // new node name or token dropped in ends the wait at once.
+    super::wait::until(paths, s, Pace::doubling(RECHECK, RECHECK), &[], async || {
             match client.node(name).await {
                 Ok(None) => Look::Done(Ok(())),
                 Ok(Some(node)) if node.ready != "True" => {
@@ -110,8 +118,9 @@ impl Agent {
             }
         })
         .await
-    }
+}
 
+impl Agent {
     /// A client with the bootstrap token for the API server discovery verified.
     pub(super) fn bootstrap_client(&self, cluster: &ClusterInfo) -> Result<ApiClient, Failure> {
         let s = &self.settings;

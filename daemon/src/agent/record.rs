@@ -13,6 +13,7 @@ use super::{Agent, Joined};
 use crate::apiserver::{ApiClient, ApiError};
 use crate::state::{AttemptRecord, State};
 use serde_json::{Map, Value, json};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// The annotations' prefix.
@@ -24,11 +25,53 @@ const MAX_MESSAGE: usize = 1024;
 
 /// Whether the record is as complete as it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Recorded {
+pub enum Recorded {
     /// Posted, or refused for good (said once).
     Done,
     /// The API server was busy or away: ask again later.
     Later,
+}
+
+/// The join record's first retry after a busy answer; doubled up to RECORD_MAX.
+const RECORD_FIRST: Duration = Duration::from_secs(10);
+const RECORD_MAX: Duration = Duration::from_secs(600);
+
+/// When the join record is tried again: never once it is done; while the API server is
+/// busy, after a jittered pause that doubles (a recovering server is not met by the
+/// whole fleet at once).
+#[derive(Debug, Default)]
+pub struct RecordRetry {
+    next: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+impl RecordRetry {
+    /// After a try: done, or due again after the next pause.
+    pub fn after(&mut self, recorded: Recorded) {
+        match recorded {
+            Recorded::Done => self.next = None,
+            Recorded::Later => {
+                self.pause = if self.pause.is_zero() {
+                    RECORD_FIRST
+                } else {
+                    (self.pause * 2).min(RECORD_MAX)
+                };
+                let jittered = self.pause.mul_f64(0.5 + fastrand::f64());
+                self.next = Some(std::time::Instant::now() + jittered);
+            }
+        }
+    }
+
+    /// Whether the next try is due.
+    pub fn due(&self) -> bool {
+        self.next.is_some_and(|t| std::time::Instant::now() >= t)
+    }
+
+    /// How long until the next try; `None` when none is to come.
+    pub fn wait(&self) -> Option<Duration> {
+        self.next
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+    }
 }
 
 impl Agent {
@@ -201,7 +244,7 @@ pub async fn post_join(
 
 /// A busy API server is asked again later; a refusal is said once: the record is a
 /// courtesy, never a reason to fail a joined node.
-fn not_posted(e: &ApiError) -> Recorded {
+pub fn not_posted(e: &ApiError) -> Recorded {
     if e.is_transient() {
         info!("the API server did not take the join record yet ({e}); trying again later");
         Recorded::Later
@@ -253,6 +296,28 @@ fn short_hash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_record_is_tried_again_later_and_less_often() {
+        let mut r = RecordRetry::default();
+        assert!(!r.due());
+        assert_eq!(r.wait(), None);
+        r.after(Recorded::Later);
+        let first = r.wait().expect("a try to come");
+        assert!(
+            first >= RECORD_FIRST / 2 && first <= RECORD_FIRST * 3 / 2,
+            "{first:?}"
+        );
+        r.after(Recorded::Later);
+        assert_eq!(r.pause, RECORD_FIRST * 2);
+        for _ in 0..20 {
+            r.after(Recorded::Later);
+        }
+        assert_eq!(r.pause, RECORD_MAX);
+        r.after(Recorded::Done);
+        assert!(!r.due());
+        assert_eq!(r.wait(), None);
+    }
 
     #[test]
     fn events_are_about_the_node_and_named_stably() {

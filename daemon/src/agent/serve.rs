@@ -2,7 +2,7 @@
 //! time its files change (inotify) and when its expiry warning comes due, not on a timer,
 //! so an idle agent does not wake up.
 
-use super::record::Recorded;
+use super::record::RecordRetry;
 use super::wait::{next_event, watch_dirs};
 use super::{Agent, Exit, Joined, Phase};
 use crate::kubelet;
@@ -14,47 +14,6 @@ use tracing::{info, warn};
 /// Expiry is wall-clock time, sleeps are monotonic: look again at least this often so
 /// a suspended machine or a stepped clock cannot make the warning late by much.
 const LONGEST_SLEEP: Duration = Duration::from_secs(24 * 3600);
-/// The join record's first retry after a busy answer; doubled up to RECORD_MAX.
-const RECORD_FIRST: Duration = Duration::from_secs(10);
-const RECORD_MAX: Duration = Duration::from_secs(600);
-
-/// When the join record is tried again: never once it is done; while the API server is
-/// busy, after a jittered pause that doubles (a recovering server is not met by the
-/// whole fleet at once).
-#[derive(Debug, Default)]
-struct RecordRetry {
-    next: Option<std::time::Instant>,
-    pause: Duration,
-}
-
-impl RecordRetry {
-    fn after(&mut self, recorded: Recorded) {
-        match recorded {
-            Recorded::Done => self.next = None,
-            Recorded::Later => {
-                self.pause = if self.pause.is_zero() {
-                    RECORD_FIRST
-                } else {
-                    (self.pause * 2).min(RECORD_MAX)
-                };
-                let jittered = self.pause.mul_f64(0.5 + fastrand::f64());
-                self.next = Some(std::time::Instant::now() + jittered);
-            }
-        }
-    }
-
-    fn due(&self) -> bool {
-        self.next.is_some_and(|t| std::time::Instant::now() >= t)
-    }
-
-    /// How long until the next try (the longest sleep when none is due).
-    fn wait(&self) -> Duration {
-        self.next.map_or(LONGEST_SLEEP, |t| {
-            t.saturating_duration_since(std::time::Instant::now())
-        })
-    }
-}
-
 impl Agent {
     /// Joined: report, then watch the kubelet's credentials until stopped.
     pub(super) async fn serve(self, joined: Joined) -> Exit {
@@ -133,7 +92,7 @@ impl Agent {
             let next_look = seen
                 .next_look(self.warning_secs())
                 .min(LONGEST_SLEEP)
-                .min(record.wait());
+                .min(record.wait().unwrap_or(LONGEST_SLEEP));
             tokio::select! {
                 _ = tokio::time::sleep(next_look) => {}
                 _ = next_event(&mut files) => {}
@@ -256,32 +215,5 @@ async fn next_change(changes: &mut Option<UnitChanges>) -> Option<()> {
     match changes {
         Some(c) => c.next().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_busy_record_is_tried_again_later_and_less_often() {
-        let mut r = RecordRetry::default();
-        assert!(!r.due());
-        assert_eq!(r.wait(), LONGEST_SLEEP);
-        r.after(Recorded::Later);
-        let first = r.wait();
-        assert!(
-            first >= RECORD_FIRST / 2 && first <= RECORD_FIRST * 3 / 2,
-            "{first:?}"
-        );
-        r.after(Recorded::Later);
-        assert_eq!(r.pause, RECORD_FIRST * 2);
-        for _ in 0..20 {
-            r.after(Recorded::Later);
-        }
-        assert_eq!(r.pause, RECORD_MAX);
-        r.after(Recorded::Done);
-        assert!(!r.due());
-        assert_eq!(r.wait(), LONGEST_SLEEP);
     }
 }

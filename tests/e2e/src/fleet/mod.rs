@@ -402,10 +402,7 @@ fn report(
                 )
             })
             .collect();
-    let gave_up: Vec<&node::Outcome> = outcomes
-        .iter()
-        .filter(|o| o.node_check_gave_up.is_some())
-        .collect();
+    let record_retried = outcomes.iter().filter(|o| o.record_retries > 0).count();
 
     let title = format!(
         "{} nodes, max-inflight {}, {}% of refusals 503, Retry-After {} s: peak {} req/s, mean {:.0} req/s (peak/mean {:.2})",
@@ -453,8 +450,8 @@ fn report(
             "joined_after_s": {"p50": quantile(&join_times, 0.5), "p95": quantile(&join_times, 0.95), "max": join_times.last()},
             "milestones_after_node_start": milestone_stats,
             "attempts_failed": outcomes.iter().map(|o| o.failures.len()).sum::<usize>(),
-            "node_check_gave_up": gave_up.len(),
-            "node_check_gave_up_example": gave_up.first().and_then(|o| o.node_check_gave_up.clone()),
+            "record_retried_nodes": record_retried,
+            "record_retries": outcomes.iter().map(|o| o.record_retries).sum::<u32>(),
         },
         "requests": {
             "total": nodes_requests.len(), "by_status": statuses,

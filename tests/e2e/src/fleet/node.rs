@@ -8,7 +8,7 @@ use kja_fakes::fsroot::Root;
 use kja_fakes::httpclient::{ApiClient as KubeClient, Trust};
 use kja_fakes::kubeconfig::{Auth, Resolved};
 use kja_fakes::kubelet::bootstrap::{self, CertStore};
-use kube_join_agent::agent::{Stop, discovery, record};
+use kube_join_agent::agent::{Stop, discovery, node_name, record};
 use kube_join_agent::apiserver::ApiClient;
 use kube_join_agent::config::{self, Settings};
 use kube_join_agent::paths::Paths;
@@ -84,8 +84,8 @@ pub struct Outcome {
     pub attempts: u32,
     /// Failure classes of failed attempts.
     pub failures: Vec<String>,
-    /// The agent's Node-name check gave up on a busy server (it then lets kubeadm check).
-    pub node_check_gave_up: Option<String>,
+    /// The join record's tries again after a busy answer.
+    pub record_retries: u32,
 }
 
 /// Runs one node to its join record (or to the end of its attempts).
@@ -144,7 +144,8 @@ pub async fn run(spec: NodeSpec, fleet_start: Instant) -> Outcome {
     state.join_duration_ms = Some(began.elapsed().as_millis() as u64);
     state.kubeadm_version = Some(KUBEADM_VERSION.into());
     // The agent's record_join: failed attempts' Events, then the annotations and the
-    // Joined Event, once; a refusal is said once and the node carries on unrecorded.
+    // Joined Event; a busy server is asked again (RecordRetry, as serve does), a
+    // refusal is said once and the node carries on unrecorded.
     let client =
         match ApiClient::with_client_cert(&joined.server, &joined.ca, &joined.pem, &joined.pem) {
             Ok(c) => c,
@@ -153,21 +154,47 @@ pub async fn run(spec: NodeSpec, fleet_start: Instant) -> Outcome {
                 return out;
             }
         };
-    for a in state.history.iter().filter(|a| a.failure.is_some()) {
-        if let Err(e) = record::post_attempt(&client, &spec.name, a).await {
-            out.why_not = Some(format!("the record was refused: {e}"));
-            return out;
+    let mut retry = record::RecordRetry::default();
+    loop {
+        match post_record(&client, &spec.name, &mut state).await {
+            Ok(()) => {
+                at(&mut out, "recorded");
+                out.joined = true;
+                return out;
+            }
+            Err(e) => {
+                retry.after(record::not_posted(&e));
+                match retry.wait() {
+                    Some(pause) => {
+                        out.record_retries += 1;
+                        tokio::time::sleep(pause).await;
+                    }
+                    None => {
+                        out.why_not = Some(format!("the record was refused: {e}"));
+                        return out;
+                    }
+                }
+            }
         }
     }
-    let summary = record::summary(&state);
-    match record::post_join(&client, &spec.name, &summary).await {
-        Ok(()) => {
-            at(&mut out, "recorded");
-            out.joined = true;
-        }
-        Err(e) => out.why_not = Some(format!("the record was refused: {e}")),
+}
+
+/// Posts what is not posted yet: the failed attempts' Events, then the annotations
+/// and the Joined Event.
+async fn post_record(
+    client: &ApiClient,
+    name: &str,
+    state: &mut State,
+) -> Result<(), kube_join_agent::apiserver::ApiError> {
+    for a in state
+        .history
+        .iter_mut()
+        .filter(|a| a.failure.is_some() && !a.posted)
+    {
+        record::post_attempt(client, name, a).await?;
+        a.posted = true;
     }
-    out
+    record::post_join(client, name, &record::summary(state)).await
 }
 
 /// What a successful attempt leaves: the node's credentials.
@@ -196,20 +223,14 @@ async fn attempt_join(
         }
     };
     at(out, "discovered");
-    // The agent's Node-name check: a Node with this name would block kubeadm. Any
-    // error (a busy server after its retries included) means "kubeadm will check".
-    match ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token) {
-        Ok(client) => match client.node(&spec.name).await {
-            Ok(None) => {}
-            Ok(Some(node)) => {
-                return Err((
-                    "node-name-taken",
-                    format!("a Node named {} exists (Ready={})", spec.name, node.ready),
-                ));
-            }
-            Err(e) => out.node_check_gave_up = Some(e.to_string()),
-        },
-        Err(e) => out.node_check_gave_up = Some(e.to_string()),
+    // The agent's Node-name check, as the agent runs it: a busy server is looked at
+    // again after its Retry-After until the conflict wait ends.
+    let client = ApiClient::bootstrap(&s.join.api_server, &cluster.ca, &s.join.token)
+        .map_err(|e| ("local", e.to_string()))?;
+    match node_name::settle(paths, s, &client).await {
+        Ok(()) => {}
+        Err(Stop::Failed(f)) => return Err((f.class(), f.to_string())),
+        Err(Stop::Reconfigured(_)) => {}
     }
     at(out, "name-checked");
     // kubeadm join + kubelet TLS bootstrap, on the API server: a CSR with the bootstrap
