@@ -353,6 +353,12 @@ fn a_join_that_needed_two_attempts_is_recorded_and_measured() {
                 e["involvedObject"]["kind"] == "Node" && e["involvedObject"]["name"] == name
             })
             .collect();
+        for e in &about_node {
+            eprintln!(
+                "---- Event {} {} {} ----\n{}",
+                e["type"], e["reason"], e["metadata"]["name"], e["message"]
+            );
+        }
         let reasons: Vec<&str> = about_node
             .iter()
             .filter_map(|e| e["reason"].as_str())
