@@ -124,10 +124,14 @@ impl Agent {
         self.gate_kubelet().await?;
         let tools = self.preflight().await?;
         let cluster = self.discovery().await?;
-        // One client, one TLS connection, for what the bootstrap token may read.
+        // One client, one TLS connection, for what the bootstrap token may read; the
+        // skew check and the Node-name check ask at once, and either one's failure
+        // ends the other.
         let api = self.bootstrap_client(&cluster)?;
-        self.version_skew(&tools, &api).await?;
-        self.settle_node_name(&api).await?;
+        tokio::try_join!(
+            async { Ok(self.version_skew(&tools, &api).await?) },
+            self.settle_node_name(&api)
+        )?;
         self.join(tools.kubeadm, &cluster).await?;
         let creds = self.tls_bootstrap(&cluster).await?;
         let joined = Joined {
