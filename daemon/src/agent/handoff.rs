@@ -33,6 +33,7 @@ impl Agent {
         // file: the gate is lifted on disk in the same moment the files are found valid,
         // before the phase line and the state file (fsync).
         let gate = self.gate();
+        let held = gate.masked_in_memory().await?;
         let lifted =
             kubelet::wait_for_kubelet_files_then(&self.paths, &cluster.ca, deadline, || {
                 gate.lift_files()
@@ -46,7 +47,13 @@ impl Agent {
             ),
         );
         let opened = gate
-            .open_after_kubeadm(lifted, &mut reloads, &mut jobs, kubeadm_restart_failed)
+            .open_after_kubeadm(
+                held,
+                lifted,
+                &mut reloads,
+                &mut jobs,
+                kubeadm_restart_failed,
+            )
             .await;
         self.record_phase(Phase::Handoff);
         opened?;

@@ -181,8 +181,15 @@ impl<'a> Gate<'a> {
     /// Whether systemd must reload to see a gate lifted on disk: kubelet is masked in
     /// memory (the agent's runtime mask, or the generator's at boot) or had the drop-in.
     async fn needs_reload(&self, lifted: Lifted) -> Result<bool, Failure> {
+        Ok(self.masked_in_memory().await? || lifted.had_drop_in)
+    }
+
+    /// Whether systemd holds kubelet masked now (the agent's runtime mask, or the
+    /// generator's at boot). Asked before kubeadm writes its files: afterwards its own
+    /// reload may already have picked up the lifted gate.
+    pub async fn masked_in_memory(&self) -> Result<bool, Failure> {
         let info = self.systemd.unit_info(self.unit).await.map_err(local)?;
-        Ok(info.load_state == "masked" || lifted.had_drop_in)
+        Ok(info.load_state == "masked")
     }
 
     /// Lifts the gate and starts kubelet, waiting for the job's result, then for the
@@ -195,7 +202,8 @@ impl<'a> Gate<'a> {
     }
 
     /// With the gate `lifted` on disk ([`Gate::lift_files`], the moment kubeadm's files
-    /// were valid), lets kubeadm's own `systemctl daemon-reload`
+    /// were valid) and `held` in memory before that ([`Gate::masked_in_memory`]), lets
+    /// kubeadm's own `systemctl daemon-reload`
     /// and `systemctl restart kubelet` (kubelet-start, right after writing kubelet's
     /// files): its reload picks the lifted gate up, and its restart starts kubelet, so
     /// the handoff costs no reload of the agent's and kubelet starts once. When the
@@ -205,12 +213,15 @@ impl<'a> Gate<'a> {
     /// files, so a reload that ended before the gate was lifted is seen too.
     pub async fn open_after_kubeadm(
         &self,
+        held: bool,
         lifted: Lifted,
         reloads: &mut ReloadsEnding,
         jobs: &mut JobResults,
         mut kubeadm_restart_failed: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), Failure> {
-        if !self.needs_reload(lifted).await? {
+        // Not held in memory before kubeadm wrote its files: no reload is needed to
+        // lift anything (and kubeadm's may already be over), so start kubelet now.
+        if !held && !lifted.had_drop_in {
             return self.start().await;
         }
         let waited = tokio::time::sleep(FOLLOW_KUBEADM);
