@@ -1,8 +1,8 @@
 //! What the agent tells the operator on the node: `status` (where the join stands),
 //! `check` (everything it would verify, changing nothing) and `diagnose` (one report for
 //! a human or a bug report). Each prints text for a terminal or, with `--json`, a
-//! document with a `schema` name whose shape is documented in the README ("JSON
-//! output") and kept stable. No output ever holds a secret: every document goes through
+//! document with a `schema` name whose shape is documented in docs/json.md and kept
+//! stable. No output ever holds a secret: every document goes through
 //! [`redact`] on its way out, whatever built it.
 
 pub mod check;

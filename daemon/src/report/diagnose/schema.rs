@@ -1,5 +1,5 @@
 //! The shape of `kube-join-agent diagnose --json` (schema kube-join-agent.diagnose/v1):
-//! documented in the README and kept stable.
+//! documented in docs/json.md and kept stable.
 
 use super::super::Row;
 use super::super::status::Status;
