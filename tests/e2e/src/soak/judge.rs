@@ -288,7 +288,11 @@ impl Run {
                 format!("kubelet is {kubelet_enabled}"),
             ),
             Outcome::Stopped { .. } | Outcome::WaitingForToken => {
-                if kubelet_state == "active" {
+                // A last run that stopped at load-config changed nothing: a kubelet an
+                // earlier run handed off to (its files found valid) keeps running.
+                if kubelet_state == "active"
+                    && !(self.stopped_at_load_config() && self.handed_off_before())
+                {
                     add(
                         "kubelet runs after the agent stopped",
                         format!("kubelet is {kubelet_state}, outcome {outcome}"),
@@ -344,21 +348,45 @@ impl Run {
     }
 
     /// The last stop came from reading the configuration, before anything was changed.
+    /// The agent's last run stopped at load-config (a configuration error after the
+    /// last time it gated kubelet, this boot): that run changed nothing on the node.
+    /// The failure comes before any phase line of its run, so the runs are told apart
+    /// by the gate-kubelet phase, which every run that gets past load-config enters.
     fn stopped_at_load_config(&self) -> bool {
         let events = self.follower.events();
         let boot = self.follower.boot();
         let this_boot: Vec<_> = events.iter().filter(|e| e.boot == boot).collect();
-        let last_start = this_boot
+        let last_gate = this_boot
             .iter()
-            .rposition(|e| e.phase.as_deref() == Some("load-config"))
-            .unwrap_or(0);
-        let since = &this_boot[last_start..];
-        since
+            .rposition(|e| e.phase.as_deref() == Some("gate-kubelet"));
+        let last_config_error = this_boot
             .iter()
-            .any(|e| e.failure.as_deref() == Some("config-invalid"))
-            && !since
-                .iter()
-                .any(|e| e.phase.as_deref() == Some("gate-kubelet"))
+            // load-config's own line; a fragment found invalid during a wait says "the
+            // changed configuration is not valid" and stops nothing.
+            .rposition(|e| {
+                e.failure.as_deref() == Some("config-invalid")
+                    && e.message.starts_with("configuration error:")
+            });
+        match (last_gate, last_config_error) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(gate), Some(error)) => error > gate,
+        }
+    }
+
+    /// An earlier run of this boot handed kubelet off (kubeadm's files valid), after
+    /// its last gate: kubelet runs with valid files.
+    fn handed_off_before(&self) -> bool {
+        let events = self.follower.events();
+        let boot = self.follower.boot();
+        let this_boot: Vec<_> = events.iter().filter(|e| e.boot == boot).collect();
+        let last_gate = this_boot
+            .iter()
+            .rposition(|e| e.phase.as_deref() == Some("gate-kubelet"));
+        let last_handoff = this_boot
+            .iter()
+            .rposition(|e| e.phase.as_deref() == Some("handoff"));
+        matches!((last_gate, last_handoff), (Some(g), Some(h)) if h > g)
     }
 
     /// kubelet.conf's client certificate: chains to the cluster CA, names this node, in
