@@ -97,20 +97,30 @@ pub async fn settle(paths: &Paths, s: &Settings, client: &ApiClient) -> Result<(
                 }
                 // A busy or restarting API server: running kubeadm now would only add
                 // its own retries to the load, so look again (after Retry-After, which
-                // the client honoured already) until the conflict wait is over.
-                Err(e) if e.is_transient() && started.elapsed() < s.join.node_conflict_wait => {
+                // the client honoured already) until timeouts.discovery, as discovery
+                // does; an API server that answers so for that long is unreachable.
+                Err(e) if e.is_transient() => {
+                    if started.elapsed() >= s.timeouts.discovery {
+                        return Look::Done(Err(Failure::ApiServerUnreachable {
+                            detail: format!(
+                                "{e} (answered so for the {} of timeouts.discovery)",
+                                humantime::format_duration(s.timeouts.discovery)
+                            ),
+                            port: s.join.api_server.port,
+                        }));
+                    }
                     if !busy_reported {
                         warn!(
                             phase = PHASE,
                             "cannot check for an existing Node \"{name}\" yet ({e}); looking again for up to {}",
-                            humantime::format_duration(s.join.node_conflict_wait)
+                            humantime::format_duration(s.timeouts.discovery)
                         );
                         busy_reported = true;
                     }
                     Look::AgainAfter(RECHECK)
                 }
-                // Not allowed (an older cluster's bootstrap RBAC) or still failing after
-                // the wait: kubeadm makes the same check itself.
+                // Not allowed (an older cluster's bootstrap RBAC): kubeadm makes the
+                // same check itself.
                 Err(e) => {
                     warn!("cannot check for an existing Node {name} ({e}); kubeadm will check");
                     Look::Done(Ok(()))
