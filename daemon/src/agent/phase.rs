@@ -27,6 +27,20 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the runbook's order.
+    pub const ALL: [Phase; 10] = [
+        Phase::LoadConfig,
+        Phase::AlreadyJoined,
+        Phase::GateKubelet,
+        Phase::Preflight,
+        Phase::Discovery,
+        Phase::Join,
+        Phase::Handoff,
+        Phase::TlsBootstrap,
+        Phase::Verify,
+        Phase::Serve,
+    ];
+
     /// The name used in `PHASE=`, the state file and `STATUS=`.
     pub fn name(self) -> &'static str {
         match self {
@@ -62,19 +76,7 @@ mod tests {
 
     #[test]
     fn phases_are_named_as_the_architecture_lists_them() {
-        let all = [
-            Phase::LoadConfig,
-            Phase::AlreadyJoined,
-            Phase::GateKubelet,
-            Phase::Preflight,
-            Phase::Discovery,
-            Phase::Join,
-            Phase::Handoff,
-            Phase::TlsBootstrap,
-            Phase::Verify,
-            Phase::Serve,
-        ];
-        let names: Vec<_> = all.iter().map(|p| p.name()).collect();
+        let names: Vec<_> = Phase::ALL.iter().map(|p| p.name()).collect();
         assert_eq!(
             names,
             [

@@ -22,20 +22,6 @@ pub const DURATION_BUCKETS: [f64; 15] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// The phases, in order, so that each has its series from the start.
-const PHASES: [Phase; 10] = [
-    Phase::LoadConfig,
-    Phase::AlreadyJoined,
-    Phase::GateKubelet,
-    Phase::Preflight,
-    Phase::Discovery,
-    Phase::Join,
-    Phase::Handoff,
-    Phase::TlsBootstrap,
-    Phase::Verify,
-    Phase::Serve,
-];
-
 /// A metric without labels that is left out until its value is known: a timestamp of
 /// 0 would read as "expired in 1970".
 type UntilKnown<M> = Family<[(&'static str, &'static str); 0], M>;
@@ -150,7 +136,8 @@ impl Metrics {
             Family::<PhaseLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 duration_histogram,
             );
-        for p in PHASES {
+        // Every phase, so that each has its series from the start.
+        for p in Phase::ALL {
             let label = PhaseLabel { phase: p.name() };
             drop(phase.get_or_create(&label));
             drop(phase_duration.get_or_create(&label));

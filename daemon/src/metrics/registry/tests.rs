@@ -137,7 +137,7 @@ fn both_formats_parse_and_name_every_metric() {
 #[test]
 fn every_phase_and_outcome_is_there_from_the_start() {
     let t = text(&Metrics::new());
-    for p in PHASES {
+    for p in Phase::ALL {
         assert_eq!(value(&t, "kube_join_agent_phase", &[p.name()]), 0.0);
         assert_eq!(histogram(&t, p.name(), 600.0), (0, 0.0, 0));
     }
@@ -261,7 +261,7 @@ fn readiness_is_joined_and_no_failure_since() {
 
 #[test]
 fn phase_names_are_the_agents() {
-    let names: Vec<&str> = PHASES.iter().map(|p| p.name()).collect();
+    let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
     assert_eq!(names.len(), 10);
     assert!(names.contains(&"tls-bootstrap") && names.contains(&"serve"));
 }

@@ -353,20 +353,13 @@ impl Run {
     /// The failure comes before any phase line of its run, so the runs are told apart
     /// by the gate-kubelet phase, which every run that gets past load-config enters.
     fn stopped_at_load_config(&self) -> bool {
-        let events = self.follower.events();
-        let boot = self.follower.boot();
-        let this_boot: Vec<_> = events.iter().filter(|e| e.boot == boot).collect();
-        let last_gate = this_boot
-            .iter()
-            .rposition(|e| e.phase.as_deref() == Some("gate-kubelet"));
-        let last_config_error = this_boot
-            .iter()
-            // load-config's own line; a fragment found invalid during a wait says "the
-            // changed configuration is not valid" and stops nothing.
-            .rposition(|e| {
-                e.failure.as_deref() == Some("config-invalid")
-                    && e.message.starts_with("configuration error:")
-            });
+        let last_gate = self.last_this_boot(|e| e.phase.as_deref() == Some("gate-kubelet"));
+        // load-config's own line; a fragment found invalid during a wait says "the
+        // changed configuration is not valid" and stops nothing.
+        let last_config_error = self.last_this_boot(|e| {
+            e.failure.as_deref() == Some("config-invalid")
+                && e.message.starts_with("configuration error:")
+        });
         match (last_gate, last_config_error) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -377,16 +370,17 @@ impl Run {
     /// An earlier run of this boot handed kubelet off (kubeadm's files valid), after
     /// its last gate: kubelet runs with valid files.
     fn handed_off_before(&self) -> bool {
-        let events = self.follower.events();
-        let boot = self.follower.boot();
-        let this_boot: Vec<_> = events.iter().filter(|e| e.boot == boot).collect();
-        let last_gate = this_boot
-            .iter()
-            .rposition(|e| e.phase.as_deref() == Some("gate-kubelet"));
-        let last_handoff = this_boot
-            .iter()
-            .rposition(|e| e.phase.as_deref() == Some("handoff"));
+        let last_gate = self.last_this_boot(|e| e.phase.as_deref() == Some("gate-kubelet"));
+        let last_handoff = self.last_this_boot(|e| e.phase.as_deref() == Some("handoff"));
         matches!((last_gate, last_handoff), (Some(g), Some(h)) if h > g)
+    }
+
+    /// The position, among this boot's journal events, of the last one that `is`.
+    fn last_this_boot(&self, is: impl Fn(&super::follow::Event) -> bool) -> Option<usize> {
+        let boot = self.follower.boot();
+        let events = self.follower.events();
+        let this_boot: Vec<_> = events.iter().filter(|e| e.boot == boot).collect();
+        this_boot.iter().rposition(|e| is(e))
     }
 
     /// kubelet.conf's client certificate: chains to the cluster CA, names this node, in
