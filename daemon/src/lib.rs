@@ -15,6 +15,7 @@ pub mod cri;
 pub mod discovery;
 pub mod etcd;
 pub mod failure;
+pub mod fswatch;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod kubelet;

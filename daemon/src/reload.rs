@@ -4,8 +4,8 @@
 //! picked up at once, without a restart.
 
 use crate::config::{self, ControlPlaneSettings, Settings, TokenSource};
+use crate::fswatch::DirWatch;
 use crate::paths::{ConfigSource, Paths};
-use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -21,6 +21,10 @@ pub fn request_reload() {
     sighup().notify_one();
 }
 
+/// How often to look at the configuration when inotify is not available: a fix is
+/// still picked up within a second.
+const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_millis(500);
+
 /// Editors and configuration management may write where no watch reaches (a directory
 /// created after the watch began, a bind mount): look anyway, this seldom.
 const SAFETY_LOOK: Duration = Duration::from_secs(30);
@@ -29,7 +33,7 @@ const SAFETY_LOOK: Duration = Duration::from_secs(30);
 pub struct ConfigWatch<'a> {
     paths: &'a Paths,
     current: &'a Settings,
-    events: Option<inotify::EventStream<Vec<u8>>>,
+    events: DirWatch,
     last_error: String,
     /// SIGHUP's notification (the process-wide one; tests give each watch its own).
     signal: &'static tokio::sync::Notify,
@@ -41,7 +45,7 @@ impl<'a> ConfigWatch<'a> {
         Self {
             paths,
             current,
-            events: watch_dirs(&watched_dirs(paths, current)),
+            events: DirWatch::new(&watched_dirs(paths, current), LOOK_WITHOUT_INOTIFY),
             last_error: String::new(),
             signal: sighup(),
         }
@@ -53,7 +57,7 @@ impl<'a> ConfigWatch<'a> {
     pub async fn next(&mut self) -> Option<Box<Settings>> {
         loop {
             let signalled = tokio::select! {
-                _ = next_event(&mut self.events) => false,
+                _ = self.events.changed() => false,
                 _ = self.signal.notified() => true,
                 _ = tokio::time::sleep(SAFETY_LOOK) => false,
             };
@@ -96,8 +100,8 @@ pub fn same(a: &Settings, b: &Settings) -> bool {
     a.fingerprint == b.fingerprint && a.join.token == b.join.token && key(a) == key(b)
 }
 
-/// The configuration directories, and the directories of the files holding secrets;
-/// a directory that does not exist yet is watched through its parent.
+/// The configuration directories, and the directories of the files holding secrets
+/// (one that does not exist yet is watched through its parent: [`DirWatch::new`]).
 fn watched_dirs(paths: &Paths, s: &Settings) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = paths
         .config_sources()
@@ -118,52 +122,9 @@ fn watched_dirs(paths: &Paths, s: &Settings) -> Vec<PathBuf> {
                 .map(Path::to_path_buf),
         );
     }
-    let mut existing = Vec::new();
-    for dir in dirs {
-        let dir = if dir.is_dir() {
-            dir
-        } else {
-            match dir.parent() {
-                Some(parent) if parent.is_dir() => parent.to_path_buf(),
-                _ => continue,
-            }
-        };
-        if !existing.contains(&dir) {
-            existing.push(dir);
-        }
-    }
-    existing
-}
-
-/// inotify on `dirs` (all of which exist); `None` when inotify is unavailable.
-fn watch_dirs(dirs: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
-    let inotify = inotify::Inotify::init().ok()?;
-    let mask = inotify::WatchMask::CREATE
-        | inotify::WatchMask::CLOSE_WRITE
-        | inotify::WatchMask::MOVED_TO
-        | inotify::WatchMask::DELETE
-        | inotify::WatchMask::ATTRIB;
-    for dir in dirs {
-        let _ = inotify.watches().add(dir, mask);
-    }
-    inotify.into_event_stream(vec![0u8; 4096]).ok()
-}
-
-/// Waits for a file event, then lets a burst (an editor's write, rename and chmod)
-/// settle, so one change is read once and whole.
-async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
-    let Some(stream) = events else {
-        return std::future::pending().await;
-    };
-    let _ = stream.next().await;
-    let settle = tokio::time::sleep(Duration::from_millis(20));
-    tokio::pin!(settle);
-    loop {
-        tokio::select! {
-            _ = &mut settle => return,
-            _ = stream.next() => {}
-        }
-    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! so an idle agent does not wake up.
 
 use super::record::RecordRetry;
-use super::wait::{next_event, watch_dirs};
 use super::{Agent, Exit, Joined, Phase};
+use crate::fswatch::DirWatch;
 use crate::kubelet;
 use crate::pki;
 use crate::systemd::UnitChanges;
@@ -14,6 +14,11 @@ use tracing::{info, warn};
 /// Expiry is wall-clock time, sleeps are monotonic: look again at least this often so
 /// a suspended machine or a stepped clock cannot make the warning late by much.
 const LONGEST_SLEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// How often an idle agent looks at the kubelet's certificate files when inotify is not
+/// available: a rotated or lost certificate is seen this late at most.
+const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_secs(10);
+
 impl Agent {
     /// Joined: report, then watch the kubelet's credentials until stopped.
     pub(super) async fn serve(self, joined: Joined) -> Exit {
@@ -44,10 +49,13 @@ impl Agent {
         // The record's next try, while a busy API server keeps it from being posted.
         let mut record = RecordRetry::default();
         record.after(self.record_join(&joined).await);
-        let mut files = watch_dirs(&[
-            self.paths.kubelet_dir().join("pki"),
-            self.paths.kubernetes_dir(),
-        ]);
+        let mut files = DirWatch::new(
+            &[
+                self.paths.kubelet_dir().join("pki"),
+                self.paths.kubernetes_dir(),
+            ],
+            LOOK_WITHOUT_INOTIFY,
+        );
         let unit = &self.settings.kubelet_unit;
         let mut kubelet_changes = match self.systemd.unit_changes(unit).await {
             Ok(changes) => Some(changes),
@@ -95,7 +103,7 @@ impl Agent {
                 .min(record.wait().unwrap_or(LONGEST_SLEEP));
             tokio::select! {
                 _ = tokio::time::sleep(next_look) => {}
-                _ = next_event(&mut files) => {}
+                _ = files.changed() => {}
                 changed = next_change(&mut kubelet_changes) => {
                     if changed.is_none() {
                         kubelet_changes = None;

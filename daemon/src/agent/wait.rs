@@ -7,12 +7,16 @@
 use super::{Agent, Stop};
 use crate::config::Settings;
 use crate::failure::Failure;
+use crate::fswatch::DirWatch;
 use crate::paths::Paths;
 use crate::reload::ConfigWatch;
-use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How often a wait looks at its files when inotify is not available: a fix is still
+/// acted on within a second.
+pub(super) const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_millis(500);
 
 /// What a look found.
 pub enum Look<T> {
@@ -100,7 +104,7 @@ pub async fn until<T>(
     mut look: impl AsyncFnMut() -> Look<T>,
 ) -> Result<T, Stop> {
     let mut config = ConfigWatch::new(paths, settings);
-    let mut files = watch_dirs(watch);
+    let mut files = DirWatch::new(watch, LOOK_WITHOUT_INOTIFY);
     loop {
         let pause = match look().await {
             Look::Done(result) => return result.map_err(Stop::Failed),
@@ -110,43 +114,13 @@ pub async fn until<T>(
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = next_event(&mut files) => {}
+            _ = files.changed() => {}
             changed = config.next() => {
                 if let Some(settings) = changed {
                     return Err(Stop::Reconfigured(settings));
                 }
             }
         }
-    }
-}
-
-/// The nearest existing directory of each of `paths` (a socket's directory may appear
-/// only when its daemon starts), watched for entries created, written or removed.
-pub(super) fn watch_dirs(paths: &[PathBuf]) -> Option<inotify::EventStream<Vec<u8>>> {
-    if paths.is_empty() {
-        return None;
-    }
-    let inotify = inotify::Inotify::init().ok()?;
-    let mask = inotify::WatchMask::CREATE
-        | inotify::WatchMask::CLOSE_WRITE
-        | inotify::WatchMask::MOVED_TO
-        | inotify::WatchMask::DELETE;
-    for path in paths {
-        if let Some(dir) = path.ancestors().find(|d| d.is_dir()) {
-            let _ = inotify.watches().add(dir, mask);
-        }
-    }
-    inotify.into_event_stream(vec![0u8; 4096]).ok()
-}
-
-pub(super) async fn next_event(events: &mut Option<inotify::EventStream<Vec<u8>>>) {
-    match events {
-        Some(stream) => {
-            if stream.next().await.is_none() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }
 

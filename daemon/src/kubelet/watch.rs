@@ -1,11 +1,16 @@
-//! Waiting on files with inotify: re-check whenever something in the watched
-//! directories is created, written or renamed into place, until the check passes or
-//! the deadline comes. The check also runs once up front, for files already there.
+//! Waiting on files: re-check whenever something in the watched directories is
+//! created, written or renamed into place (inotify, or a close look when inotify is not
+//! available), until the check passes or the deadline comes. The check also runs once
+//! up front, for files already there.
 
-use futures_util::StreamExt;
-use inotify::{Inotify, WatchMask};
+use crate::fswatch::DirWatch;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// How often to look when inotify is not available: kubeadm restarts the kubelet
+/// moments after writing its last file, and the gate must be lifted by then.
+const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_millis(50);
 
 /// Result of one check: done, or not yet with the reason.
 pub enum Check<T, E> {
@@ -22,30 +27,17 @@ pub async fn until<T, E>(
     deadline: Instant,
     mut check: impl FnMut() -> Check<T, E>,
 ) -> std::io::Result<Result<T, E>> {
-    let inotify = Inotify::init()?;
     for dir in dirs {
         std::fs::create_dir_all(dir)?;
-        inotify.watches().add(
-            dir,
-            WatchMask::CREATE
-                | WatchMask::CLOSE_WRITE
-                | WatchMask::MOVED_TO
-                | WatchMask::DELETE
-                | WatchMask::ATTRIB,
-        )?;
     }
-    let mut events = inotify.into_event_stream(vec![0u8; 4096])?;
+    let mut events = DirWatch::new(dirs, LOOK_WITHOUT_INOTIFY);
     loop {
         let reason = match check() {
             Check::Ready(value) => return Ok(Ok(value)),
             Check::NotYet(reason) => reason,
         };
         tokio::select! {
-            event = events.next() => {
-                if event.is_none() {
-                    return Ok(Err(reason));
-                }
-            }
+            _ = events.changed() => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(Err(reason)),
         }
     }

@@ -79,6 +79,56 @@ fn a_token_fixed_during_the_discovery_grace_is_used_at_once() {
     })());
 }
 
+/// A node whose root has used up its inotify instances (fs.inotify.max_user_instances:
+/// kubelet, containerd and pods running as root draw on the same budget). systemd's
+/// seccomp filter gives the agent the kernel's own answer, EMFILE, from
+/// `inotify_init1`. The agent says so once, names the limit, and looks instead: the fix
+/// is still used without a restart, and the handoff still sees kubeadm's files.
+#[test]
+fn without_inotify_a_fix_is_still_used_at_once() {
+    let (node, cp) = prepare("fix_without_inotify", |i| {
+        i.file(
+            "/etc/systemd/system/kube-join-agent.service.d/90-inotify-used-up.conf",
+            "[Service]\nSystemCallFilter=~inotify_init inotify_init1\nSystemCallErrorNumber=EMFILE\n",
+            0o644,
+        )
+    });
+    let _a = artifacts::Guard::new("fix_without_inotify", &node, Some(&cp));
+    must((|| {
+        cp.set_knobs(json!({"tokens": [{"id": "ghijkl", "secret": "ghijklmnopqrstuv"}]}))?;
+        boot(&node)?;
+        journal_says(
+            &node,
+            "cluster-info has no signature for token id \"abcdef\"",
+            Duration::from_secs(60),
+        )?;
+        journal_says(
+            &node,
+            "inotify instances are used up (fs.inotify.max_user_instances)",
+            Duration::from_secs(1),
+        )?;
+        let pid = main_pid(&node)?;
+        node.write_file(
+            "/etc/kube-join-agent/token",
+            format!("{NEW_TOKEN}\n").as_bytes(),
+            0o600,
+        )?;
+        joined_without_a_restart(&node, &cp, &pid)?;
+        let failures = failure_lines(&node)?;
+        ensure!(
+            failures.is_empty(),
+            "the grace ran out before the fix was used: {failures:?}"
+        );
+        let journal = node.journal(Some(AGENT_UNIT))?;
+        let warnings = journal.matches("cannot watch files with inotify").count();
+        ensure!(
+            warnings == 1,
+            "said {warnings} times, once is enough:\n{journal}"
+        );
+        Ok(())
+    })());
+}
+
 /// The delay the agent announced in its last `retrying in Xs` line, in seconds.
 fn announced_delay(node: &kja_e2e::Node) -> Result<Option<f64>> {
     let j = node.journal(Some(AGENT_UNIT))?;
