@@ -20,3 +20,14 @@ cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 root=$(tests/node/build-root.sh)
 echo "setup: test node root at $root"
+
+# Every test node's systemd, journald, D-Bus and containerd run as the host's root and
+# draw on root's one inotify budget (fs.inotify.max_user_instances, 128 by default);
+# three scenarios' nodes at once come close to it. Raised as kind documents for running
+# many nodes on one machine. The agent copes without inotify (a scenario in
+# tests/e2e/tests/fixes.rs takes it away); systemd inside a node copes less well.
+instances=/proc/sys/fs/inotify/max_user_instances
+if [ -w "$instances" ] && [ "$(cat "$instances")" -lt 512 ]; then
+  echo "setup: fs.inotify.max_user_instances $(cat "$instances") -> 512"
+  echo 512 > "$instances"
+fi
