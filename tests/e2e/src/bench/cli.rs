@@ -10,7 +10,8 @@ usage: cargo run -p kja-e2e --release --bin bench -- [options]   (as root)
 
 Measures the agent on real systemd nodes against a fake control plane and prints, per
 measure, min / median / max over the runs for the agent under test ($KJA_AGENT_BIN, else
-target/release/kube-join-agent, else the debug build), the baseline agent if given, and
+target/release/kube-join-agent, else the debug build; the fakes from $KJA_BIN_DIR, else
+target/release when built there), the baseline agent if given, and
 the no-agent reference where the measure has one; then a Markdown table with the
 targets of the issue \"React at once\" (reported, never asserted).
 

@@ -101,6 +101,15 @@ fn with_agent(b: &Bench, label: &str, subject: &Subject, column: Column, run: us
             .iter()
             .find(|e| e.what.starts_with("systemctl restart"))
             .map(|e| e.what.clone());
+        if let Some((exit, _)) = joined.exit {
+            eprintln!(
+                "bench: run {run} join [{}]: before kubeadm {:.0} ms, kubeadm {:.0} ms, after {:.0} ms",
+                column.name(),
+                ms(agent_start, joined.start),
+                ms(joined.start, exit),
+                ms(exit, serve)
+            );
+        }
         // Everything that can fail before anything is recorded: a run counts whole or not.
         let rss = n.peak_rss_kib(AGENT_UNIT)?;
         let reloads = if b.wants("gate") {
@@ -135,8 +144,10 @@ fn with_agent(b: &Bench, label: &str, subject: &Subject, column: Column, run: us
             column,
             run,
             Outcome::Value(ms(agent_start, serve)),
+            // Where the time goes: before kubeadm, kubeadm itself, after it.
             json!({"starting_us": agent_start, "serve_us": serve,
-                   "kubeadm_runs": runs.len()}),
+                   "kubeadm_runs": runs.len(), "kubeadm_start_us": joined.start,
+                   "kubeadm_exit_us": joined.exit.map(|(t, _)| t)}),
         );
         b.record(
             "rss",

@@ -32,6 +32,19 @@ fn agent_under_test() -> PathBuf {
     }
 }
 
+/// The fakes' directory: `$KJA_BIN_DIR`, else the release build when the fakes are
+/// there. A debug-built fake API server takes tens of milliseconds per TLS handshake
+/// (unoptimized crypto), where a real kube-apiserver takes about one: the agent's own
+/// connections before kubeadm would be charged several times their real cost.
+fn use_release_fakes() -> PathBuf {
+    let release = kja_e2e::paths::target_dir().join("release");
+    if std::env::var_os("KJA_BIN_DIR").is_none() && release.join("fake-apiserver").is_file() {
+        // SAFETY: set before any other thread of this process exists.
+        unsafe { std::env::set_var("KJA_BIN_DIR", &release) };
+    }
+    kja_e2e::paths::bin_dir()
+}
+
 fn describe(bin: &std::path::Path) -> String {
     let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     format!(
@@ -48,6 +61,7 @@ fn main() -> Result<()> {
         return Ok(());
     };
     kja_e2e::require_root()?;
+    let fakes = use_release_fakes();
     let agent = agent_under_test();
     kja_e2e::paths::require_file(
         &agent,
@@ -72,8 +86,9 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let started_at = bench::logs::now_us();
     eprintln!(
-        "bench: {runs} runs; agent {}; load average {}",
+        "bench: {runs} runs; agent {}; fakes from {}; load average {}",
         describe(&agent),
+        fakes.display(),
         machine.load_start
     );
 
