@@ -19,9 +19,51 @@ use tracing::{info, warn};
 /// bootstrap signer; past this grace a missing signature means the token is dead.
 const TOKEN_SIGNATURE_GRACE: Duration = Duration::from_secs(60);
 
+/// A first look fetched longer ago than this is fetched again: preflight waited (for
+/// the runtime, say), and the cluster may have changed meanwhile.
+const FIRST_LOOK_FRESH: Duration = Duration::from_secs(2);
+
+/// Discovery's first look, fetched while preflight runs: cluster-info's GET and the
+/// token's signature need nothing preflight finds out, and preflight spends tens of
+/// milliseconds waiting for `kubeadm version` and the runtime. Its answer is used by
+/// the discovery phase, in its turn, as if fetched then; nothing is said or decided
+/// before. Dropped unused (preflight failed), the fetch is cancelled.
+pub(super) struct FirstLook {
+    task: tokio::task::JoinHandle<Result<ClusterInfo, DiscoveryError>>,
+    started: Instant,
+}
+
+impl FirstLook {
+    pub(super) fn start(s: &Settings) -> Self {
+        let (endpoint, token, pins) = (
+            s.join.api_server.clone(),
+            s.join.token.clone(),
+            s.join.ca_pins.clone(),
+        );
+        Self {
+            task: tokio::spawn(async move { discovery::discover(&endpoint, &token, &pins).await }),
+            started: Instant::now(),
+        }
+    }
+
+    /// The answer, if still fresh.
+    async fn answer(mut self) -> Option<Result<ClusterInfo, DiscoveryError>> {
+        if self.started.elapsed() > FIRST_LOOK_FRESH {
+            return None;
+        }
+        (&mut self.task).await.ok()
+    }
+}
+
+impl Drop for FirstLook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Agent {
     /// cluster-info fetched, the token's signature verified, the CA pinned.
-    pub(super) async fn discovery(&self) -> Result<ClusterInfo, Stop> {
+    pub(super) async fn discovery(&self, first: FirstLook) -> Result<ClusterInfo, Stop> {
         self.enter(
             Phase::Discovery,
             &format!(
@@ -29,7 +71,7 @@ impl Agent {
                 self.settings.join.api_server
             ),
         );
-        discover(&self.paths, &self.settings).await
+        discover_from(&self.paths, &self.settings, Some(first)).await
     }
 }
 
@@ -37,6 +79,15 @@ impl Agent {
 /// without the phase line, for anything that runs it (the fleet simulation runs a
 /// thousand).
 pub async fn discover(paths: &Paths, s: &Settings) -> Result<ClusterInfo, Stop> {
+    discover_from(paths, s, None).await
+}
+
+/// [`discover`], its first look taken from `first` when that is fresh.
+async fn discover_from(
+    paths: &Paths,
+    s: &Settings,
+    mut first: Option<FirstLook>,
+) -> Result<ClusterInfo, Stop> {
     let started = Instant::now();
     let mut warned_token = false;
     let mut last_seen = String::new();
@@ -48,7 +99,15 @@ pub async fn discover(paths: &Paths, s: &Settings) -> Result<ClusterInfo, Stop> 
         Duration::from_secs(5),
     );
     wait::until(paths, s, pace, &[], async || {
-        match discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await {
+        let prefetched = match first.take() {
+            Some(look) => look.answer().await,
+            None => None,
+        };
+        let answer = match prefetched {
+            Some(answer) => answer,
+            None => discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await,
+        };
+        match answer {
             Ok(info) => {
                 if s.join.ca_pins.is_empty() {
                     warn!(
@@ -140,4 +199,45 @@ pub async fn discover(paths: &Paths, s: &Settings) -> Result<ClusterInfo, Stop> 
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn look(answer: Result<ClusterInfo, DiscoveryError>, age: Duration) -> FirstLook {
+        FirstLook {
+            task: tokio::spawn(async move { answer }),
+            started: Instant::now() - age,
+        }
+    }
+
+    fn unknown() -> Result<ClusterInfo, DiscoveryError> {
+        Err(DiscoveryError::TokenUnknown {
+            token_id: "abcdef".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_fresh_first_look_is_used_a_stale_one_fetched_again() {
+        let fresh = look(unknown(), FIRST_LOOK_FRESH / 2);
+        assert!(matches!(
+            fresh.answer().await,
+            Some(Err(DiscoveryError::TokenUnknown { .. }))
+        ));
+        let stale = look(unknown(), FIRST_LOOK_FRESH * 2);
+        assert!(stale.answer().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unused_first_look_is_cancelled() {
+        let first = FirstLook {
+            task: tokio::spawn(std::future::pending()),
+            started: Instant::now(),
+        };
+        let handle = first.task.abort_handle();
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(handle.is_finished());
+    }
 }

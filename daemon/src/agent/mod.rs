@@ -122,8 +122,9 @@ impl Agent {
         }
         self.attempt_began();
         self.gate_kubelet().await?;
+        let first_look = discovery::FirstLook::start(&self.settings);
         let tools = self.preflight().await?;
-        let cluster = self.discovery().await?;
+        let cluster = self.discovery(first_look).await?;
         // One client, one TLS connection, for what the bootstrap token may read; the
         // skew check and the Node-name check ask at once, and either one's failure
         // ends the other.
