@@ -30,7 +30,14 @@ use serde_json::json;
 use std::time::Duration;
 
 const KUBELET: &str = "kubelet.service";
-const AGENT_MEASURES: [&str; 5] = ["handoff", "kubelet-starts", "gate", "join", "rss"];
+const AGENT_MEASURES: [&str; 6] = [
+    "handoff",
+    "kubelet-starts",
+    "gate",
+    "join",
+    "join-before-kubeadm",
+    "rss",
+];
 const REFERENCE_MEASURES: [&str; 3] = ["handoff", "kubelet-starts", "join"];
 
 pub fn wanted(b: &Bench) -> bool {
@@ -148,6 +155,13 @@ fn with_agent(b: &Bench, label: &str, subject: &Subject, column: Column, run: us
             json!({"starting_us": agent_start, "serve_us": serve,
                    "kubeadm_runs": runs.len(), "kubeadm_start_us": joined.start,
                    "kubeadm_exit_us": joined.exit.map(|(t, _)| t)}),
+        );
+        b.record(
+            "join-before-kubeadm",
+            column,
+            run,
+            Outcome::Value(ms(agent_start, joined.start)),
+            json!({"starting_us": agent_start, "kubeadm_start_us": joined.start}),
         );
         b.record(
             "rss",
