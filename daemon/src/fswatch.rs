@@ -16,8 +16,17 @@ use tracing::warn;
 /// Said once per process: every watch after the first falls back the same way.
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-/// Watches directories for entries created, written, renamed into place, removed or
-/// changed in mode or owner.
+/// Which changes wake a watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changes {
+    /// Entries created, written, renamed into place or removed.
+    Contents,
+    /// Those, and changes of mode or owner (a secret's file made 0600 is a fix).
+    ContentsAndModes,
+}
+
+/// Watches paths (directories, or a file or socket that may not exist yet) for
+/// changes.
 pub struct DirWatch {
     mode: Mode,
 }
@@ -25,50 +34,54 @@ pub struct DirWatch {
 enum Mode {
     Events(inotify::EventStream<Vec<u8>>),
     Poll {
-        dirs: Vec<PathBuf>,
-        every: Duration,
+        paths: Vec<PathBuf>,
+        every: tokio::time::Interval,
         seen: u64,
     },
     Nothing,
 }
 
 impl DirWatch {
-    /// Watches each of `dirs`, through its nearest existing ancestor while it does not
-    /// exist (a socket's directory may appear only when its daemon starts); looks every
-    /// `poll_every` instead when inotify is not available.
-    pub fn new(dirs: &[PathBuf], poll_every: Duration) -> Self {
-        if dirs.is_empty() {
+    /// Watches each of `paths`: a directory's entries, or through the nearest existing
+    /// ancestor directory a path that is not one or does not exist yet (a socket
+    /// appears only when its daemon starts). Looks every `poll_every` instead when
+    /// inotify is not available.
+    pub fn new(paths: &[PathBuf], changes: Changes, poll_every: Duration) -> Self {
+        if paths.is_empty() {
             return Self {
                 mode: Mode::Nothing,
             };
         }
-        match events(dirs) {
+        match events(paths, changes) {
             Ok(stream) => Self {
                 mode: Mode::Events(stream),
             },
             Err(e) => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
                     warn!(
-                        "cannot watch files with inotify ({}); looking for changes every {} instead",
-                        why_unavailable(&e),
-                        humantime::format_duration(poll_every)
+                        "cannot watch files with inotify ({}); looking at them every 50 ms to 10 s instead, as each wait needs",
+                        why_unavailable(&e)
                     );
                 }
-                Self::polling(dirs, poll_every)
+                Self::polling(paths, poll_every)
             }
         }
     }
 
-    /// Looks at `dirs` every `every`, without inotify.
-    pub fn polling(dirs: &[PathBuf], every: Duration) -> Self {
-        let dirs = dirs.to_vec();
-        let seen = fingerprint(&dirs);
+    /// Looks at `paths` every `every`, without inotify.
+    pub fn polling(paths: &[PathBuf], every: Duration) -> Self {
+        let paths = paths.to_vec();
+        let seen = fingerprint(&paths);
+        // An interval, not a sleep per call: a caller's select! that wakes for other
+        // reasons more often than `every` must not keep restarting the look's clock.
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
-            mode: Mode::Poll { dirs, every, seen },
+            mode: Mode::Poll { paths, every, seen },
         }
     }
 
-    /// Resolves at the next change; never when nothing is watched.
+    /// Resolves at the next change; never when nothing is watched. Cancel-safe.
     pub async fn changed(&mut self) {
         match &mut self.mode {
             Mode::Events(stream) => {
@@ -76,9 +89,9 @@ impl DirWatch {
                     std::future::pending::<()>().await;
                 }
             }
-            Mode::Poll { dirs, every, seen } => loop {
-                tokio::time::sleep(*every).await;
-                let now = fingerprint(dirs);
+            Mode::Poll { paths, every, seen } => loop {
+                every.tick().await;
+                let now = fingerprint(paths);
                 if now != *seen {
                     *seen = now;
                     return;
@@ -87,22 +100,38 @@ impl DirWatch {
             Mode::Nothing => std::future::pending().await,
         }
     }
+
+    /// [`DirWatch::changed`], then until `quiet` passes without another change: an
+    /// editor's write, rename and chmod, or a file removed and written anew, are one
+    /// change, read once and whole.
+    pub async fn settled(&mut self, quiet: Duration) {
+        self.changed().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(quiet) => return,
+                _ = self.changed() => {}
+            }
+        }
+    }
 }
 
-fn events(dirs: &[PathBuf]) -> std::io::Result<inotify::EventStream<Vec<u8>>> {
+fn events(paths: &[PathBuf], changes: Changes) -> std::io::Result<inotify::EventStream<Vec<u8>>> {
     let inotify = inotify::Inotify::init()?;
-    let mask = inotify::WatchMask::CREATE
+    let mut mask = inotify::WatchMask::CREATE
         | inotify::WatchMask::CLOSE_WRITE
         | inotify::WatchMask::MOVED_TO
-        | inotify::WatchMask::DELETE
-        | inotify::WatchMask::ATTRIB;
-    for dir in dirs {
-        let Some(existing) = dir.ancestors().find(|d| d.is_dir()) else {
+        | inotify::WatchMask::DELETE;
+    if changes == Changes::ContentsAndModes {
+        mask |= inotify::WatchMask::ATTRIB;
+    }
+    for path in paths {
+        let Some(dir) = path.ancestors().find(|d| d.is_dir()) else {
             continue;
         };
-        match inotify.watches().add(existing, mask) {
+        match inotify.watches().add(dir, mask) {
             Ok(_) => {}
-            // Gone between the look and the watch: its parent's events still come.
+            // Removed between the look and the watch: not watched, and the caller's
+            // own pace looks again.
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
@@ -123,22 +152,30 @@ fn why_unavailable(e: &std::io::Error) -> String {
     }
 }
 
-/// What a change would alter: each directory's entries with their size, times, inode,
-/// mode and owner, or that the directory does not exist.
-fn fingerprint(dirs: &[PathBuf]) -> u64 {
+/// Files up to this size are read whole by the look: a rewrite of the same size within
+/// one tick of the file system's clock (a token file is always 23 bytes) still shows.
+const READ_WHOLE: u64 = 64 * 1024;
+
+/// What a change would alter: each directory's entries, or the path itself when it is
+/// not a directory, with size, times, inode, mode, owner and (small files) contents,
+/// or that it does not exist.
+fn fingerprint(paths: &[PathBuf]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for dir in dirs {
-        dir.hash(&mut hasher);
-        let mut entries: Vec<_> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
-            Err(_) => {
-                "missing".hash(&mut hasher);
-                continue;
+    for path in paths {
+        path.hash(&mut hasher);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                let mut entries: Vec<_> = match std::fs::read_dir(path) {
+                    Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
+                    Err(_) => Vec::new(),
+                };
+                entries.sort();
+                for entry in entries {
+                    stat_into(&entry, &mut hasher);
+                }
             }
-        };
-        entries.sort();
-        for path in entries {
-            stat_into(&path, &mut hasher);
+            Ok(_) => stat_into(path, &mut hasher),
+            Err(_) => "missing".hash(&mut hasher),
         }
     }
     hasher.finish()
@@ -157,6 +194,9 @@ fn stat_into(path: &Path, hasher: &mut impl Hasher) {
         )
             .hash(hasher);
         (m.ino(), m.mode(), m.uid(), m.gid()).hash(hasher);
+        if m.is_file() && m.len() <= READ_WHOLE {
+            std::fs::read(path).unwrap_or_default().hash(hasher);
+        }
     }
     if let Ok(target) = std::fs::read_link(path) {
         target.hash(hasher);
@@ -194,8 +234,13 @@ mod tests {
             changes_within(&mut watch, Duration::from_secs(10)).await,
             "rewritten"
         );
+        std::fs::write(&file, "cc").unwrap();
+        assert!(
+            changes_within(&mut watch, Duration::from_secs(10)).await,
+            "same size"
+        );
         let tmp_file = dir.join(".token.tmp");
-        std::fs::write(&tmp_file, "cc").unwrap();
+        std::fs::write(&tmp_file, "dd").unwrap();
         std::fs::rename(&tmp_file, &file).unwrap();
         assert!(
             changes_within(&mut watch, Duration::from_secs(10)).await,
@@ -216,18 +261,90 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn inotify_watches_a_missing_dir_through_its_parent() {
+    async fn polling_sees_a_socket_path_appear() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("containerd.sock");
+        let mut watch = DirWatch::polling(std::slice::from_ref(&socket), Duration::from_millis(5));
+        assert!(!changes_within(&mut watch, Duration::from_millis(50)).await);
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert!(changes_within(&mut watch, Duration::from_secs(10)).await);
+    }
+
+    /// A caller's select! that wakes more often than the look's interval (a wait's
+    /// pace) must not keep the look from happening.
+    #[tokio::test]
+    async fn polling_looks_even_when_each_wait_is_cut_short() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("token");
+        let mut watch = DirWatch::polling(&[tmp.path().to_path_buf()], Duration::from_millis(50));
+        std::fs::write(&file, "new").unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    _ = watch.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(seen.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_settles_into_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("token");
+        let mut watch = DirWatch::new(
+            &[tmp.path().to_path_buf()],
+            Changes::ContentsAndModes,
+            Duration::from_secs(3600),
+        );
+        assert!(matches!(watch.mode, Mode::Events(_)));
+        std::fs::write(&file, "").unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, "abcdef.0123456789abcdef").unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            watch.settled(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+        // All of the burst was taken in: nothing is left to wake the next wait.
+        assert!(!changes_within(&mut watch, Duration::from_millis(100)).await);
+    }
+
+    #[tokio::test]
+    async fn inotify_watches_a_missing_dir_through_its_ancestor() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run").join("containerd");
-        let mut watch = DirWatch::new(std::slice::from_ref(&dir), Duration::from_secs(3600));
+        let mut watch = DirWatch::new(
+            std::slice::from_ref(&dir),
+            Changes::Contents,
+            Duration::from_secs(3600),
+        );
         assert!(matches!(watch.mode, Mode::Events(_)));
         std::fs::create_dir(tmp.path().join("run")).unwrap();
         assert!(changes_within(&mut watch, Duration::from_secs(10)).await);
     }
 
     #[tokio::test]
+    async fn contents_only_ignores_a_chmod() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("kubelet.conf");
+        std::fs::write(&file, "x").unwrap();
+        let mut watch = DirWatch::new(
+            &[tmp.path().to_path_buf()],
+            Changes::Contents,
+            Duration::from_secs(3600),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!changes_within(&mut watch, Duration::from_millis(100)).await);
+    }
+
+    #[tokio::test]
     async fn nothing_watched_never_changes() {
-        let mut watch = DirWatch::new(&[], Duration::from_millis(1));
+        let mut watch = DirWatch::new(&[], Changes::Contents, Duration::from_millis(1));
         assert!(!changes_within(&mut watch, Duration::from_millis(50)).await);
     }
 

@@ -4,7 +4,7 @@
 //! picked up at once, without a restart.
 
 use crate::config::{self, ControlPlaneSettings, Settings, TokenSource};
-use crate::fswatch::DirWatch;
+use crate::fswatch::{Changes, DirWatch};
 use crate::paths::{ConfigSource, Paths};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +24,10 @@ pub fn request_reload() {
 /// How often to look at the configuration when inotify is not available: a fix is
 /// still picked up within a second.
 const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_millis(500);
+
+/// An editor's write, rename and chmod, or a file removed and written anew, are one
+/// change: read once this long after the last of its events.
+const SETTLE: Duration = Duration::from_millis(20);
 
 /// Editors and configuration management may write where no watch reaches (a directory
 /// created after the watch began, a bind mount): look anyway, this seldom.
@@ -45,7 +49,11 @@ impl<'a> ConfigWatch<'a> {
         Self {
             paths,
             current,
-            events: DirWatch::new(&watched_dirs(paths, current), LOOK_WITHOUT_INOTIFY),
+            events: DirWatch::new(
+                &watched_dirs(paths, current),
+                Changes::ContentsAndModes,
+                LOOK_WITHOUT_INOTIFY,
+            ),
             last_error: String::new(),
             signal: sighup(),
         }
@@ -57,7 +65,7 @@ impl<'a> ConfigWatch<'a> {
     pub async fn next(&mut self) -> Option<Box<Settings>> {
         loop {
             let signalled = tokio::select! {
-                _ = self.events.changed() => false,
+                _ = self.events.settled(SETTLE) => false,
                 _ = self.signal.notified() => true,
                 _ = tokio::time::sleep(SAFETY_LOOK) => false,
             };
@@ -100,8 +108,8 @@ pub fn same(a: &Settings, b: &Settings) -> bool {
     a.fingerprint == b.fingerprint && a.join.token == b.join.token && key(a) == key(b)
 }
 
-/// The configuration directories, and the directories of the files holding secrets
-/// (one that does not exist yet is watched through its parent: [`DirWatch::new`]).
+/// The configuration directories, and the directories of the files holding secrets;
+/// a directory that does not exist yet is watched through its parent.
 fn watched_dirs(paths: &Paths, s: &Settings) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = paths
         .config_sources()
@@ -122,9 +130,23 @@ fn watched_dirs(paths: &Paths, s: &Settings) -> Vec<PathBuf> {
                 .map(Path::to_path_buf),
         );
     }
-    dirs.sort();
-    dirs.dedup();
-    dirs
+    // The parent of one that does not exist yet, and only the parent: a watch on
+    // /usr/lib would wake at every package upgrade.
+    let mut existing = Vec::new();
+    for dir in dirs {
+        let dir = if dir.is_dir() {
+            dir
+        } else {
+            match dir.parent() {
+                Some(parent) if parent.is_dir() => parent.to_path_buf(),
+                _ => continue,
+            }
+        };
+        if !existing.contains(&dir) {
+            existing.push(dir);
+        }
+    }
+    existing
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@ const FIRST_LOOK_FRESH: Duration = Duration::from_secs(2);
 
 /// Discovery's first look, fetched while preflight runs: cluster-info's GET and the
 /// token's signature need nothing preflight finds out, and preflight spends tens of
-/// milliseconds waiting for `kubeadm version` and the runtime. Its answer is used by
-/// the discovery phase, in its turn, as if fetched then; nothing is said or decided
-/// before. Dropped unused (preflight failed), the fetch is cancelled.
+/// milliseconds waiting for `kubeadm version` and the runtime. A verified answer is
+/// used by the discovery phase, in its turn, as if fetched then; any other is fetched
+/// again there, so nothing is said or decided before. Dropped unused (preflight
+/// failed), the fetch is cancelled.
 pub(super) struct FirstLook {
     task: tokio::task::JoinHandle<Result<ClusterInfo, DiscoveryError>>,
     started: Instant,
@@ -46,12 +47,14 @@ impl FirstLook {
         }
     }
 
-    /// The answer, if still fresh.
-    async fn answer(mut self) -> Option<Result<ClusterInfo, DiscoveryError>> {
+    /// The verified cluster-info, if fetched recently. Anything else is looked at
+    /// again in the discovery phase's own turn: an API server that refused while
+    /// preflight waited for its port may be up now, and a wait is said from there.
+    async fn answer(mut self) -> Option<ClusterInfo> {
         if self.started.elapsed() > FIRST_LOOK_FRESH {
             return None;
         }
-        (&mut self.task).await.ok()
+        (&mut self.task).await.ok()?.ok()
     }
 }
 
@@ -104,7 +107,7 @@ async fn discover_from(
             None => None,
         };
         let answer = match prefetched {
-            Some(answer) => answer,
+            Some(info) => Ok(info),
             None => discovery::discover(&s.join.api_server, &s.join.token, &s.join.ca_pins).await,
         };
         match answer {
@@ -218,15 +221,24 @@ mod tests {
         })
     }
 
+    fn verified() -> Result<ClusterInfo, DiscoveryError> {
+        Ok(ClusterInfo {
+            ca: Vec::new(),
+            ca_pem: Vec::new(),
+            server: "https://127.0.0.1:6443".into(),
+            clock_skew_secs: None,
+        })
+    }
+
     #[tokio::test]
-    async fn a_fresh_first_look_is_used_a_stale_one_fetched_again() {
-        let fresh = look(unknown(), FIRST_LOOK_FRESH / 2);
-        assert!(matches!(
-            fresh.answer().await,
-            Some(Err(DiscoveryError::TokenUnknown { .. }))
-        ));
-        let stale = look(unknown(), FIRST_LOOK_FRESH * 2);
+    async fn only_a_fresh_verified_first_look_is_used() {
+        let fresh = look(verified(), FIRST_LOOK_FRESH / 2);
+        assert!(fresh.answer().await.is_some());
+        let stale = look(verified(), FIRST_LOOK_FRESH * 2);
         assert!(stale.answer().await.is_none());
+        // Said and decided in the discovery phase's own look, not from the first one.
+        let refused = look(unknown(), Duration::ZERO);
+        assert!(refused.answer().await.is_none());
     }
 
     #[tokio::test]

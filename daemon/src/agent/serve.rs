@@ -4,7 +4,7 @@
 
 use super::record::RecordRetry;
 use super::{Agent, Exit, Joined, Phase};
-use crate::fswatch::DirWatch;
+use crate::fswatch::{Changes, DirWatch};
 use crate::kubelet;
 use crate::pki;
 use crate::systemd::UnitChanges;
@@ -54,6 +54,7 @@ impl Agent {
                 self.paths.kubelet_dir().join("pki"),
                 self.paths.kubernetes_dir(),
             ],
+            Changes::Contents,
             LOOK_WITHOUT_INOTIFY,
         );
         let unit = &self.settings.kubelet_unit;

@@ -7,7 +7,7 @@
 use super::{Agent, Stop};
 use crate::config::Settings;
 use crate::failure::Failure;
-use crate::fswatch::DirWatch;
+use crate::fswatch::{Changes, DirWatch};
 use crate::paths::Paths;
 use crate::reload::ConfigWatch;
 use std::path::PathBuf;
@@ -104,7 +104,7 @@ pub async fn until<T>(
     mut look: impl AsyncFnMut() -> Look<T>,
 ) -> Result<T, Stop> {
     let mut config = ConfigWatch::new(paths, settings);
-    let mut files = DirWatch::new(watch, LOOK_WITHOUT_INOTIFY);
+    let mut files = DirWatch::new(watch, Changes::Contents, LOOK_WITHOUT_INOTIFY);
     loop {
         let pause = match look().await {
             Look::Done(result) => return result.map_err(Stop::Failed),

@@ -3,7 +3,7 @@
 //! available), until the check passes or the deadline comes. The check also runs once
 //! up front, for files already there.
 
-use crate::fswatch::DirWatch;
+use crate::fswatch::{Changes, DirWatch};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -30,7 +30,7 @@ pub async fn until<T, E>(
     for dir in dirs {
         std::fs::create_dir_all(dir)?;
     }
-    let mut events = DirWatch::new(dirs, LOOK_WITHOUT_INOTIFY);
+    let mut events = DirWatch::new(dirs, Changes::ContentsAndModes, LOOK_WITHOUT_INOTIFY);
     loop {
         let reason = match check() {
             Check::Ready(value) => return Ok(Ok(value)),
