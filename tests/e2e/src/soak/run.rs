@@ -432,6 +432,26 @@ impl Run {
             .and_then(|e| e.failure.clone())
     }
 
+    /// Waits (at most `limit`) until the newest line the follower has of this boot is
+    /// systemd's about the agent's exit: the unit is failed, so nothing follows it, and
+    /// everything the agent wrote came before it.
+    fn journal_caught_up_with_the_exit(&self, limit: Duration) {
+        let boot = self.follower.boot();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let exited = self.follower.events().last().is_some_and(|e| {
+                e.boot == boot
+                    && (e.message.contains("Main process exited")
+                        || e.message.contains("Failed with result")
+                        || e.message.contains("CPU time"))
+            });
+            if exited {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The agent's unit, state file and phase lines, and kubelet, now.
     pub fn look(&mut self) -> Result<Seen> {
         if !self.node.is_booted() {
@@ -442,8 +462,9 @@ impl Run {
         let active = get("ActiveState");
         if active == "failed" {
             let exit = get("ExecMainStatus").parse().unwrap_or(-1);
-            // The journal line may trail the unit's state by a moment.
-            std::thread::sleep(Duration::from_millis(300));
+            // The journal trails the unit's state, by seconds on a busy machine: the
+            // agent's last line is in once systemd's own line about the exit is.
+            self.journal_caught_up_with_the_exit(Duration::from_secs(10));
             let class = self.last_failure().unwrap_or_else(|| "none".into());
             return Ok(Seen::Stopped { class, exit });
         }
