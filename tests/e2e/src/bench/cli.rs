@@ -19,8 +19,9 @@ options:
   --runs N                runs per measure and column (default 7)
   --baseline-agent PATH   also measure this (older) agent binary, interleaved run by run
   --only NAME,...         only these measures (\"fix\" = all four fix-*):
-                          handoff kubelet-starts gate join fix-grace fix-token fix-backoff
-                          fix-name cold failure rss wakeups size
+                          handoff kubelet-starts gate join join-before-kubeadm sandbox
+                          fix-grace fix-token fix-backoff fix-name cold failure rss
+                          wakeups size
   --json FILE             write every raw sample and the machine description as JSON
   --cap SECS              give up waiting for kubeadm after a fix after this long and
                           report \"> cap\" (default 90)

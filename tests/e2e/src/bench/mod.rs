@@ -16,6 +16,7 @@ pub mod machine;
 pub mod nodes;
 pub mod report;
 pub mod resources;
+pub mod sandbox;
 
 use nodes::Subject;
 use serde_json::Value;
@@ -140,6 +141,14 @@ pub const MEASURES: &[Measure] = &[
         target: Target::Breakdown,
         target_text: "(part of join)",
         reference: None,
+    },
+    Measure {
+        name: "sandbox",
+        title: "the unit's hardening: a oneshot `/bin/true` with the agent's `[Service]` settings, start → done",
+        unit: "ms",
+        target: Target::Breakdown,
+        target_text: "(part of join)",
+        reference: Some("the same unit without them"),
     },
     Measure {
         name: "fix-grace",

@@ -140,7 +140,10 @@ fn judge(m: &Measure, col: &Stats, reference: &Stats) -> (String, Option<bool>) 
         },
         Target::MedianAtMost(x) => (String::new(), Some(median <= x)),
         Target::MaxAtMost(x) => (String::new(), col.max().map(|v| v <= x)),
-        Target::Breakdown => (String::new(), None),
+        Target::Breakdown => match reference.median() {
+            Some(r) => (format!("+{} {}", number(median - r), m.unit), None),
+            None => (String::new(), None),
+        },
         Target::Exactly(x) => (
             String::new(),
             Some(col.values.iter().all(|v| *v == x) && col.failed == 0),

@@ -95,6 +95,9 @@ fn main() -> Result<()> {
     if bench::join::wanted(&b) {
         bench::join::run(&b);
     }
+    if b.wants("sandbox") {
+        bench::sandbox::run(&b);
+    }
     if bench::cold::wanted(&b) {
         bench::cold::run(&b);
     }
