@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::warn;
 
+/// How often a wait (and the configuration watch) looks at its files when inotify is not
+/// available: a fix dropped in is still acted on within a second.
+pub const LOOK_WHILE_WAITING: Duration = Duration::from_millis(500);
+
 /// Said once per process: every watch after the first falls back the same way.
 static WARNED: AtomicBool = AtomicBool::new(false);
 

@@ -4,7 +4,7 @@
 //! picked up at once, without a restart.
 
 use crate::config::{self, ControlPlaneSettings, Settings, TokenSource};
-use crate::fswatch::{Changes, DirWatch};
+use crate::fswatch::{Changes, DirWatch, LOOK_WHILE_WAITING};
 use crate::paths::{ConfigSource, Paths};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,10 +20,6 @@ fn sighup() -> &'static tokio::sync::Notify {
 pub fn request_reload() {
     sighup().notify_one();
 }
-
-/// How often to look at the configuration when inotify is not available: a fix is
-/// still picked up within a second.
-const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_millis(500);
 
 /// An editor's write, rename and chmod, or a file removed and written anew, are one
 /// change: read once this long after the last of its events.
@@ -52,7 +48,7 @@ impl<'a> ConfigWatch<'a> {
             events: DirWatch::new(
                 &watched_dirs(paths, current),
                 Changes::ContentsAndModes,
-                LOOK_WITHOUT_INOTIFY,
+                LOOK_WHILE_WAITING,
             ),
             last_error: String::new(),
             signal: sighup(),

@@ -7,16 +7,12 @@
 use super::{Agent, Stop};
 use crate::config::Settings;
 use crate::failure::Failure;
-use crate::fswatch::{Changes, DirWatch};
+use crate::fswatch::{Changes, DirWatch, LOOK_WHILE_WAITING};
 use crate::paths::Paths;
 use crate::reload::ConfigWatch;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// How often a wait looks at its files when inotify is not available: a fix is still
-/// acted on within a second.
-pub(super) const LOOK_WITHOUT_INOTIFY: Duration = Duration::from_millis(500);
 
 /// What a look found.
 pub enum Look<T> {
@@ -104,7 +100,7 @@ pub async fn until<T>(
     mut look: impl AsyncFnMut() -> Look<T>,
 ) -> Result<T, Stop> {
     let mut config = ConfigWatch::new(paths, settings);
-    let mut files = DirWatch::new(watch, Changes::Contents, LOOK_WITHOUT_INOTIFY);
+    let mut files = DirWatch::new(watch, Changes::Contents, LOOK_WHILE_WAITING);
     loop {
         let pause = match look().await {
             Look::Done(result) => return result.map_err(Stop::Failed),

@@ -48,35 +48,46 @@ fn joined_without_a_restart(
     )
 }
 
+/// The configured token is not known (yet): the agent gives it 60 s, in case it was
+/// created moments ago. Once the agent has said so, and `said_too`, a known token is
+/// dropped into the token file: the same process joins with it before the grace ends.
+fn token_fixed_during_the_grace(
+    node: &kja_e2e::Node,
+    cp: &kja_e2e::FakeControlPlane,
+    said_too: &str,
+) -> Result<()> {
+    cp.set_knobs(json!({"tokens": [{"id": "ghijkl", "secret": "ghijklmnopqrstuv"}]}))?;
+    boot(node)?;
+    journal_says(
+        node,
+        "cluster-info has no signature for token id \"abcdef\"",
+        Duration::from_secs(60),
+    )?;
+    journal_says(node, said_too, Duration::from_secs(1))?;
+    let pid = main_pid(node)?;
+    node.write_file(
+        "/etc/kube-join-agent/token",
+        format!("{NEW_TOKEN}\n").as_bytes(),
+        0o600,
+    )?;
+    joined_without_a_restart(node, cp, &pid)?;
+    let failures = failure_lines(node)?;
+    ensure!(
+        failures.is_empty(),
+        "the grace ran out before the fix was used: {failures:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_token_fixed_during_the_discovery_grace_is_used_at_once() {
     let (node, cp) = prepare("fix_in_discovery_grace", |i| i);
     let _a = artifacts::Guard::new("fix_in_discovery_grace", &node, Some(&cp));
-    must((|| {
-        // The configured token is not known (yet): the agent gives it 60 s, in case it
-        // was created moments ago.
-        cp.set_knobs(json!({"tokens": [{"id": "ghijkl", "secret": "ghijklmnopqrstuv"}]}))?;
-        boot(&node)?;
-        journal_says(
-            &node,
-            "cluster-info has no signature for token id \"abcdef\"",
-            Duration::from_secs(60),
-        )?;
-        journal_says(&node, "kubeadm token create", Duration::from_secs(1))?;
-        let pid = main_pid(&node)?;
-        node.write_file(
-            "/etc/kube-join-agent/token",
-            format!("{NEW_TOKEN}\n").as_bytes(),
-            0o600,
-        )?;
-        joined_without_a_restart(&node, &cp, &pid)?;
-        let failures = failure_lines(&node)?;
-        ensure!(
-            failures.is_empty(),
-            "the grace ran out before the fix was used: {failures:?}"
-        );
-        Ok(())
-    })());
+    must(token_fixed_during_the_grace(
+        &node,
+        &cp,
+        "kubeadm token create",
+    ));
 }
 
 /// A node whose root has used up its inotify instances (fs.inotify.max_user_instances:
@@ -95,30 +106,11 @@ fn without_inotify_a_fix_is_still_used_at_once() {
     });
     let _a = artifacts::Guard::new("fix_without_inotify", &node, Some(&cp));
     must((|| {
-        cp.set_knobs(json!({"tokens": [{"id": "ghijkl", "secret": "ghijklmnopqrstuv"}]}))?;
-        boot(&node)?;
-        journal_says(
+        token_fixed_during_the_grace(
             &node,
-            "cluster-info has no signature for token id \"abcdef\"",
-            Duration::from_secs(60),
-        )?;
-        journal_says(
-            &node,
+            &cp,
             "inotify instances are used up (fs.inotify.max_user_instances)",
-            Duration::from_secs(1),
         )?;
-        let pid = main_pid(&node)?;
-        node.write_file(
-            "/etc/kube-join-agent/token",
-            format!("{NEW_TOKEN}\n").as_bytes(),
-            0o600,
-        )?;
-        joined_without_a_restart(&node, &cp, &pid)?;
-        let failures = failure_lines(&node)?;
-        ensure!(
-            failures.is_empty(),
-            "the grace ran out before the fix was used: {failures:?}"
-        );
         let journal = node.journal(Some(AGENT_UNIT))?;
         let warnings = journal.matches("cannot watch files with inotify").count();
         ensure!(
